@@ -1,0 +1,160 @@
+"""Put adapters into a tower you don't own, through peft's functional API, and switch them off exactly.
+
+peft's ``inject_adapter_in_model`` works on open_clip, timm and HF modules alike. It sets ``requires_grad=False``
+on every non-adapter parameter of the module it is given, so it is applied per tower, never to the whole VLM
+(the projector would be frozen with it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from peft import (
+    IA3Config,
+    LoHaConfig,
+    LoKrConfig,
+    LoraConfig,
+    PeftConfig,
+    get_peft_model_state_dict,
+    inject_adapter_in_model,
+    set_peft_model_state_dict,
+)
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from mmpeft.adapters.soft_prompt import SoftPrompt
+from mmpeft.adapters.spec import AdapterSpec
+
+ADAPTABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv1D)
+FULLY_TRAINED_FLAG = "mmpeft_fully_trained"
+"""Attribute set on a module whose every weight trains: no adapter switch can give its base back."""
+
+
+def resolve_targets(module: nn.Module, spec: AdapterSpec, default_targets: list[str]) -> list[str]:
+    """Names of the modules in ``module`` that ``spec`` adapts (its regex, else the tower's defaults).
+
+    Raises:
+        ValueError: the regex matches no adaptable layer; the message lists the adaptable names.
+    """
+    if spec.targets is None:
+        if not default_targets:
+            raise ValueError(f"{type(module).__name__} has no default adapter targets; set AdapterSpec.targets")
+        return list(default_targets)
+    try:
+        pattern = re.compile(spec.targets)
+    except re.error as e:
+        raise ValueError(f"AdapterSpec.targets={spec.targets!r} is not a valid regex: {e}") from e
+    adaptable = [n for n, m in module.named_modules() if isinstance(m, ADAPTABLE_TYPES)]
+    names = [n for n in adaptable if pattern.search(n)]
+    if not names:
+        sample = adaptable[:12] + (["..."] if len(adaptable) > 12 else [])
+        raise ValueError(
+            f"AdapterSpec.targets={spec.targets!r} matches no adaptable layer (Linear/Conv) of "
+            f"{type(module).__name__}. Names it can match (re.search) include: {sample}"
+        )
+    return names
+
+
+def peft_config(spec: AdapterSpec, targets: list[str]) -> PeftConfig:
+    """The peft config for a spec. Exact module names are passed so peft adapts exactly ``targets``."""
+    if spec.method in ("lora", "dora"):
+        return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                          use_dora=spec.method == "dora", init_lora_weights=spec.init_weights)
+    if spec.method == "ia3":
+        ff = [t for t in targets if re.search(spec.ia3_feedforward, t)]
+        return IA3Config(target_modules=targets, feedforward_modules=ff, init_ia3_weights=spec.init_weights)
+    if spec.method == "loha":
+        return LoHaConfig(r=spec.r, alpha=spec.alpha, rank_dropout=spec.dropout, target_modules=targets,
+                          init_weights=spec.init_weights)
+    if spec.method == "lokr":
+        return LoKrConfig(r=spec.r, alpha=spec.alpha, rank_dropout=spec.dropout, target_modules=targets,
+                          init_weights=spec.init_weights)
+    raise ValueError(f"AdapterSpec.method={spec.method!r} is not a peft method")
+
+
+def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[str]) -> PeftConfig | None:
+    """Make ``module`` (one tower, already frozen) trainable as ``spec`` says; returns the peft config used."""
+    if spec.method == "frozen":
+        return None
+    if spec.method == "full":
+        module.requires_grad_(True)
+        setattr(module, FULLY_TRAINED_FLAG, True)
+        return None
+    config = peft_config(spec, resolve_targets(module, spec, default_targets))
+    inject_adapter_in_model(config, module)
+    if not _adapter_layers(module):
+        raise RuntimeError(f"peft injected no {spec.method} layer into {type(module).__name__}")
+    return config
+
+
+def _adapter_layers(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, BaseTunerLayer | SoftPrompt)]
+
+
+@contextmanager
+def disabled_adapters(model: nn.Module) -> Iterator[None]:
+    """Run ``model`` as its exact frozen base: every adapter (peft layers, soft prompts) is bypassed.
+
+    peft's switch also flips ``requires_grad`` on adapter weights; the flags are restored as they were found,
+    so keep the scope to a reference forward (under ``torch.no_grad()``).
+
+    Raises:
+        ValueError: a tower is fully fine-tuned (method ``full``): its base weights are gone.
+    """
+    full = [n or type(model).__name__ for n, m in model.named_modules() if getattr(m, FULLY_TRAINED_FLAG, False)]
+    if full:
+        raise ValueError(
+            f"disabled_adapters cannot restore the base of fully fine-tuned modules {full}: their weights were "
+            "trained in place. Use an adapter method for them, or compare against a separately loaded base."
+        )
+    layers = _adapter_layers(model)
+    flags = {p: p.requires_grad for layer in layers for p in layer.parameters()}
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def adapter_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The peft adapter weights of ``module`` keyed as peft saves them for that module (adapter name removed)."""
+    return get_peft_model_state_dict(module, save_embedding_layers=False)
+
+
+def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``adapter_state_dict`` output back into an adapted module (callers check that the keys fit)."""
+    result = set_peft_model_state_dict(module, state)
+    if result.unexpected_keys:
+        raise ValueError(f"peft did not place {result.unexpected_keys[:5]}")
+
+
+@torch.no_grad()
+def merged_base_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of ``module`` with its adapters merged into the base weights, in the un-adapted key layout.
+
+    Non-destructive: adapters are merged, read out (cloned) and unmerged again.
+    """
+    layers = {n: m for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)}
+    for layer in layers.values():
+        layer.merge(safe_merge=True)
+    try:
+        state = {}
+        for key, value in module.state_dict().items():
+            owner = next((n for n in layers if key.startswith(n + ".")), None)
+            if owner is None:
+                state[key] = value.detach().clone()
+            elif key.startswith(owner + ".base_layer."):
+                state[owner + "." + key[len(owner) + len(".base_layer.") :]] = value.detach().clone()
+            # else: an adapter weight; merged, so dropped
+    finally:
+        for layer in layers.values():
+            layer.unmerge()
+    return state

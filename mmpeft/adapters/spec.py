@@ -1,0 +1,58 @@
+"""What to train in one tower: ``AdapterSpec``.
+
+One spec per tower (vision, LLM). The method decides the mechanism; ``targets`` decides where. Targets default to
+what fits the tower family (each tower's ``default_adapter_targets()``), so ``AdapterSpec(method="lora")`` is a
+sensible choice for any tower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Method = Literal["frozen", "lora", "dora", "ia3", "loha", "lokr", "full"]
+PEFT_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
+
+
+@dataclass
+class AdapterSpec:
+    """How one tower is trained.
+
+    Attributes:
+        method: ``frozen`` (nothing trains), ``full`` (every parameter trains), or a peft method: ``lora``,
+            ``dora`` (LoRA with weight decomposition), ``ia3``, ``loha``, ``lokr``.
+        r: adapter rank (lora, dora, loha, lokr).
+        alpha: scaling numerator; the update is scaled by ``alpha / r`` (lora, dora, loha, lokr).
+        dropout: dropout on the adapter input (lora, dora); rank dropout for loha / lokr; unused by ia3.
+        targets: regex searched (``re.search``) in each module's full name,
+            e.g. ``r"layers\\.(2[0-9])\\..*(q|v)_proj$"``.
+            Only modules peft can adapt (Linear, Conv, ...) are kept. ``None``: the tower's family default.
+        ia3_feedforward: for ia3, regex of the targets whose *input* is scaled (peft's ``feedforward_modules``);
+            the rest get their output scaled.
+        init_weights: peft's default initialisation (True: LoRA ``B = 0`` so the adapted model starts equal to the
+            base). False gives random non-zero adapters, for tests and ablations.
+    """
+
+    method: Method = "frozen"
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: str | None = None
+    ia3_feedforward: str = r"(down_proj|fc2|dense_4h_to_h|w2|mlp\.c_proj)$"
+    init_weights: bool = True
+
+    def __post_init__(self) -> None:
+        valid = ("frozen", "full", *PEFT_METHODS)
+        if self.method not in valid:
+            raise ValueError(f"AdapterSpec.method={self.method!r} is not one of {valid}")
+        if self.method in PEFT_METHODS and self.method != "ia3" and self.r < 1:
+            raise ValueError(f"AdapterSpec.r must be >= 1 for {self.method}, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"AdapterSpec.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def uses_peft(self) -> bool:
+        return self.method in PEFT_METHODS
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,211 @@
+"""Save, load and export a VisionLanguageModel: trainable state only, safetensors, atomic directory writes.
+
+A checkpoint directory (``save_trainable``)::
+
+    mmpeft_config.json          towers, projector and adapter specs as class_path/init_args (rebuilds the model)
+    trainable.safetensors       projector, soft prompt, fully-trained tower weights (VLM parameter names)
+    llm_adapter/                peft layout: adapter_config.json + adapter_model.safetensors
+                                (PeftModel.from_pretrained(base_llm, ".../llm_adapter") reads it)
+    vision_adapter/             the same for the vision tower's adapter
+
+An export directory (``export``) holds merged weights and needs no peft::
+
+    mmpeft_config.json          adapters "frozen"; paths relative to this directory
+    llm/                        a standard HF model + tokenizer directory (LoRA/DoRA/... merged in)
+    vision_tower.safetensors    the (pruned) vision encoder with its adapter merged in
+    trainable.safetensors       projector (+ soft prompt, which cannot be merged into the LLM)
+
+Nothing here unpickles: every tensor file is safetensors, every other file JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mmpeft.adapters.inject import (
+    FULLY_TRAINED_FLAG,
+    adapter_state_dict,
+    load_adapter_state_dict,
+    merged_base_state_dict,
+)
+from mmpeft.vlm import VisionLanguageModel
+
+CONFIG_FILE = "mmpeft_config.json"
+TRAINABLE_FILE = "trainable.safetensors"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+# PeftModel keys its weights under this prefix; functional injection into a bare model does not.
+PEFT_PREFIX = "base_model.model."
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
+
+    A crash mid-write leaves the previous ``path`` untouched (plus a ``.tmp`` sibling to delete).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            path.rename(old)
+        tmp.rename(path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def trainable_state(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
+    """Projector, soft prompt and fully-trained tower weights, keyed by VLM parameter names.
+
+    peft adapter weights are not included: they are saved per tower in peft's layout.
+    """
+    state = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}
+    if vlm.soft_prompt is not None:
+        state["soft_prompt.embeddings"] = vlm.soft_prompt.embeddings
+    for name, tower in (("vision.model", vlm.vision.model), ("llm.model", vlm.llm.model)):
+        if getattr(tower, FULLY_TRAINED_FLAG, False):
+            state.update({f"{name}.{k}": v for k, v in tower.state_dict().items()})
+    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+
+
+def save_trainable(vlm: VisionLanguageModel, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the trainable state of ``vlm`` (see module docstring) atomically to ``directory``.
+
+    Args:
+        extra: JSON-serialisable metadata stored in the config under ``"extra"`` (e.g. step counts).
+    """
+    with atomic_directory(directory) as tmp:
+        config = {"format": "checkpoint", "vlm": vlm.config(), "extra": extra or {}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        save_file(trainable_state(vlm), tmp / TRAINABLE_FILE)
+        for sub, tower, peft_config, task in (
+            ("llm_adapter", vlm.llm.model, vlm.llm_peft_config, "CAUSAL_LM"),
+            ("vision_adapter", vlm.vision.model, vlm.vision_peft_config, None),
+        ):
+            if peft_config is None:
+                continue
+            peft_config.base_model_name_or_path = vlm.llm.init_args["name"] if task else vlm.vision.init_args["name"]
+            peft_config.task_type = task
+            (tmp / sub).mkdir()
+            peft_config.save_pretrained(tmp / sub)
+            weights = {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(tower).items()}
+            save_file(weights, tmp / sub / PEFT_WEIGHTS)
+    return Path(directory)
+
+
+def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = None) -> VisionLanguageModel:
+    """Rebuild the model from a checkpoint or export directory and load its weights.
+
+    Args:
+        vlm: load into this model instead of building one from the saved config; its towers, projector shapes
+            and adapter specs must match (stage-2 initialisation from a stage-1 checkpoint).
+
+    Raises:
+        FileNotFoundError / ValueError naming the directory and the mismatching keys.
+    """
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not an mmpeft checkpoint or export directory")
+    saved = json.loads(config_path.read_text())
+    if vlm is None:
+        cfg = saved["vlm"]
+        if saved.get("format") == "export":
+            cfg = _resolve_export_paths(cfg, directory)
+        vlm = VisionLanguageModel.from_config(cfg)
+    _load_trainable_file(vlm, directory / TRAINABLE_FILE)
+    for sub, tower, peft_config in (
+        ("llm_adapter", vlm.llm.model, vlm.llm_peft_config),
+        ("vision_adapter", vlm.vision.model, vlm.vision_peft_config),
+    ):
+        path = directory / sub / PEFT_WEIGHTS
+        if peft_config is None and path.exists():
+            raise ValueError(f"{path} holds a {sub} but the model has none; build it with the saved adapter spec")
+        if peft_config is not None:
+            if not path.exists():
+                raise FileNotFoundError(f"{path} missing: the model has a {sub} the checkpoint does not")
+            state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(path).items()}
+            check_state_fits(adapter_state_dict(tower), state, path,
+                             hint="Adapters need the same tower, method, rank and targets.")
+            load_adapter_state_dict(tower, state)
+    return vlm
+
+
+def check_state_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: Path,
+                     hint: str) -> None:
+    """Raise naming ``source`` and the keys unless ``state`` has exactly the keys and shapes of ``expected``."""
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    mismatched = [(k, tuple(state[k].shape), tuple(expected[k].shape))
+                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source} does not fit this model: missing {missing[:5]}, unexpected {unexpected[:5]}, shape "
+            f"mismatch (saved, model) {mismatched[:5]}. {hint}"
+        )
+
+
+def _load_trainable_file(vlm: VisionLanguageModel, path: Path) -> None:
+    state = load_file(path)
+    check_state_fits(trainable_state(vlm), state, path,
+                     hint="Projector shapes follow (vision embed_dim, llm hidden_size) and the projector options.")
+    vlm.load_state_dict(state, strict=False)  # every key checked above; the rest are frozen base weights
+
+
+def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
+    """Merge adapters into the base weights and write a standalone model (see module docstring).
+
+    ``vlm`` is left unchanged (adapters are merged, read out and unmerged).
+    """
+    with atomic_directory(directory) as tmp:
+        llm_state = merged_base_state_dict(vlm.llm.model)
+        vlm.llm.model.save_pretrained(tmp / "llm", state_dict=llm_state)
+        vlm.llm.tokenizer.save_pretrained(tmp / "llm")
+        vision_state = {k: v.contiguous() for k, v in merged_base_state_dict(vlm.vision.model).items()}
+        save_file(vision_state, tmp / "vision_tower.safetensors")
+        save_file(trainable_state_without_towers(vlm), tmp / TRAINABLE_FILE)
+        cfg = vlm.config()
+        cfg["llm"]["init_args"]["name"] = "llm"
+        cfg["vision"]["init_args"]["weights_file"] = "vision_tower.safetensors"
+        name = cfg["vision"]["init_args"]["name"]
+        if name.startswith("local-dir:"):  # keep the architecture with the export, not only in the source dir
+            (tmp / "vision_config").mkdir()
+            shutil.copy(Path(name.removeprefix("local-dir:")) / "open_clip_config.json", tmp / "vision_config")
+            cfg["vision"]["init_args"]["name"] = "local-dir:vision_config"
+        cfg["vision_adapter"]["method"] = cfg["llm_adapter"]["method"] = "frozen"
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": "export", "vlm": cfg}, indent=2))
+    return Path(directory)
+
+
+def trainable_state_without_towers(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in trainable_state(vlm).items() if not k.startswith(("vision.", "llm."))}
+
+
+def _resolve_export_paths(cfg: dict[str, Any], directory: Path) -> dict[str, Any]:
+    cfg = json.loads(json.dumps(cfg))
+    cfg["llm"]["init_args"]["name"] = str(directory / cfg["llm"]["init_args"]["name"])
+    cfg["vision"]["init_args"]["weights_file"] = str(directory / cfg["vision"]["init_args"]["weights_file"])
+    name = cfg["vision"]["init_args"]["name"]
+    if name.startswith("local-dir:"):
+        cfg["vision"]["init_args"]["name"] = f"local-dir:{directory / name.removeprefix('local-dir:')}"
+    return cfg

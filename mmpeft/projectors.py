@@ -1,0 +1,178 @@
+"""Projectors map vision tokens into the LLM's embedding space: ``[B, N, Dv] -> [B, M, Dl]``.
+
+Every projector is built as ``Projector(vision_dim, llm_dim, **options)`` so configs give only the options
+(``functools.partial`` in Python, a ``class_path`` + ``init_args`` in YAML) and the VLM supplies the two widths.
+Each exposes ``num_output_tokens(num_input_tokens)`` so the data side knows how many placeholder tokens an image
+occupies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Projector(nn.Module):
+    """Base contract: ``forward([B, N, Dv]) -> [B, M, Dl]`` with ``M = num_output_tokens(N)``.
+
+    Subclasses set ``init_args`` (their options, without the two widths) so a checkpoint can rebuild them.
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int):
+        super().__init__()
+        self.vision_dim = vision_dim
+        self.llm_dim = llm_dim
+
+    def num_output_tokens(self, num_input_tokens: int) -> int:
+        return num_input_tokens
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.vision_dim:
+            raise ValueError(
+                f"{type(self).__name__} expects vision tokens [B, N, {self.vision_dim}], got {tuple(x.shape)}; "
+                "the projector's vision_dim must equal the vision tower's embed_dim."
+            )
+
+
+class LinearProjector(Projector):
+    """One linear map per token (LLaVA-1.0)."""
+
+    def __init__(self, vision_dim: int, llm_dim: int):
+        super().__init__(vision_dim, llm_dim)
+        self.init_args: dict = {}
+        self.proj = nn.Linear(vision_dim, llm_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.proj(x)
+
+
+class MLPProjector(Projector):
+    """LLaVA-1.5's ``mlp2x_gelu``: Linear -> GELU -> Linear, per token (``num_layers`` generalises the depth).
+
+    Args:
+        hidden_dim: width of the hidden layers (default: ``llm_dim``, as in LLaVA-1.5).
+        num_layers: number of Linear layers (>= 1), GELU between them.
+        input_norm: LayerNorm over vision features first. Helps when tower features are badly scaled (CNN maps).
+    """
+
+    def __init__(
+        self,
+        vision_dim: int,
+        llm_dim: int,
+        hidden_dim: int | None = None,
+        num_layers: int = 2,
+        input_norm: bool = False,
+    ):
+        super().__init__(vision_dim, llm_dim)
+        self.init_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
+        if num_layers < 1:
+            raise ValueError(f"MLPProjector.num_layers must be >= 1, got {num_layers}")
+        hidden_dim = hidden_dim or llm_dim
+        dims = [vision_dim] + [hidden_dim] * (num_layers - 1) + [llm_dim]
+        layers: list[nn.Module] = [nn.LayerNorm(vision_dim)] if input_norm else []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            if i > 0:
+                layers.append(nn.GELU())
+            layers.append(nn.Linear(d_in, d_out))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.mlp(x)
+
+
+class PooledMLPProjector(MLPProjector):
+    """Average-pools the square token grid to ``output_grid x output_grid`` tokens, then applies the MLP.
+
+    For long patch sequences (576 tokens of a 336px ViT-L/14 -> 144 with ``output_grid=12``). The input must be a
+    square grid in row-major order (what both vision towers emit with prefix tokens dropped).
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, output_grid: int = 4, hidden_dim: int | None = None,
+                 num_layers: int = 2, input_norm: bool = False):
+        super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
+        self.output_grid = output_grid
+        self.init_args = dict(self.init_args, output_grid=output_grid)
+
+    def num_output_tokens(self, num_input_tokens: int) -> int:
+        self._grid_side(num_input_tokens)
+        return self.output_grid**2
+
+    def _grid_side(self, n: int) -> int:
+        side = math.isqrt(n)
+        if side * side != n:
+            raise ValueError(
+                f"PooledMLPProjector needs a square token grid, got {n} tokens; drop the vision tower's prefix/CLS "
+                "tokens (keep_prefix_tokens: false) or use PerceiverResampler."
+            )
+        if side < self.output_grid:
+            raise ValueError(f"PooledMLPProjector.output_grid={self.output_grid} exceeds the input grid {side}x{side}")
+        return side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        b, n, d = x.shape
+        side = self._grid_side(n)
+        grid = x.transpose(1, 2).reshape(b, d, side, side)  # [B, Dv, S, S]
+        pooled = F.adaptive_avg_pool2d(grid, self.output_grid).flatten(2).transpose(1, 2)  # [B, G*G, Dv]
+        return self.mlp(pooled)
+
+
+class PerceiverResampler(Projector):
+    """Flamingo-style resampler: ``num_queries`` learned latents cross-attend to the vision tokens.
+
+    Each layer: latents <- latents + CrossAttn(LN(latents), LN([tokens; latents])); latents <- latents + FFN.
+    Output ``[B, num_queries, Dl]`` regardless of N, so it handles any token count (CLS included).
+
+    Args:
+        num_queries: output tokens per image.
+        depth: number of attention + FFN layers.
+        width: internal width (default ``min(vision_dim, llm_dim)`` rounded to a multiple of ``num_heads``).
+        num_heads: attention heads.
+    """
+
+    def __init__(self, vision_dim: int, llm_dim: int, num_queries: int = 64, depth: int = 2,
+                 width: int | None = None, num_heads: int = 8):
+        super().__init__(vision_dim, llm_dim)
+        self.init_args = dict(num_queries=num_queries, depth=depth, width=width, num_heads=num_heads)
+        width = width or max(num_heads, min(vision_dim, llm_dim) // num_heads * num_heads)
+        if width % num_heads:
+            raise ValueError(f"PerceiverResampler.width={width} must be divisible by num_heads={num_heads}")
+        self.num_queries = num_queries
+        self.input_proj = nn.Linear(vision_dim, width)
+        self.latents = nn.Parameter(torch.randn(num_queries, width) * width**-0.5)
+        self.layers = nn.ModuleList(_ResamplerLayer(width, num_heads) for _ in range(depth))
+        self.output_norm = nn.LayerNorm(width)
+        self.output_proj = nn.Linear(width, llm_dim)
+
+    def num_output_tokens(self, num_input_tokens: int) -> int:
+        return self.num_queries
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        tokens = self.input_proj(x)  # [B, N, W]
+        latents = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)  # [B, Q, W]
+        for layer in self.layers:
+            latents = layer(latents, tokens)
+        return self.output_proj(self.output_norm(latents))  # [B, Q, Dl]
+
+
+class _ResamplerLayer(nn.Module):
+    def __init__(self, width: int, num_heads: int):
+        super().__init__()
+        self.norm_latents = nn.LayerNorm(width)
+        self.norm_tokens = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, num_heads, batch_first=True)
+        self.ffn = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
+
+    def forward(self, latents: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        q = self.norm_latents(latents)
+        kv = torch.cat([self.norm_tokens(tokens), q], dim=1)  # latents also attend to themselves (Flamingo)
+        latents = latents + self.attn(q, kv, kv, need_weights=False)[0]
+        return latents + self.ffn(latents)

@@ -1,0 +1,102 @@
+"""End-to-end smoke run on tiny random towers, pure PyTorch: train, generate, save, reload, export.
+
+What ``make demo`` runs until the full demo lands. It builds tiny towers in ``workdir`` (offline), teaches the
+VLM to name the colour of a solid image (projector + LoRA in both towers), and checks that the saved checkpoint
+and the merged export reproduce the trained model's greedy answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mmpeft.adapters import AdapterSpec
+from mmpeft.checkpoint import export, load_pretrained, save_trainable
+from mmpeft.tiny import save_tiny_llm, save_tiny_open_clip
+from mmpeft.towers.llm import LLMTower
+from mmpeft.towers.vision import OpenClipVisionTower
+from mmpeft.trainability import format_trainability
+from mmpeft.types import IGNORE_INDEX
+from mmpeft.vlm import VisionLanguageModel
+
+COLOURS = {"red": (0.9, 0.1, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.9, 0.9, 0.1)}
+PROMPT = "<image> What color is the picture?"
+
+
+def colour_batch(vlm: VisionLanguageModel, n: int, generator: torch.Generator) -> tuple[dict, list[str]]:
+    """n solid-colour images (with pixel noise) and chat-free prompt/answer rows; answer tokens supervised."""
+    names = list(COLOURS)
+    picks = [names[i] for i in torch.randint(len(names), (n,), generator=generator).tolist()]
+    size = vlm.vision.image_size
+    pixels = torch.stack([
+        torch.tensor(COLOURS[c]).view(3, 1, 1).expand(3, *size) + 0.1 * torch.randn(3, *size, generator=generator)
+        for c in picks
+    ])
+    tok = vlm.llm.tokenizer
+    prompt = vlm.tokenize_prompts([PROMPT])[0]
+    rows = [(prompt, tok(" " + c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]) for c in picks]
+    length = max(len(p) + len(a) for p, a in rows)
+    pad = tok.pad_token_id
+    ids = [p + a + [pad] * (length - len(p) - len(a)) for p, a in rows]
+    labels = [[IGNORE_INDEX] * len(p) + a + [IGNORE_INDEX] * (length - len(p) - len(a)) for p, a in rows]
+    batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+             "attention_mask": (torch.tensor(labels) != IGNORE_INDEX) | (torch.tensor(ids) != pad),
+             "pixel_values": pixels}
+    return batch, picks
+
+
+def accuracy(vlm: VisionLanguageModel, generator: torch.Generator, n: int = 32) -> tuple[float, torch.Tensor]:
+    batch, truth = colour_batch(vlm, n, generator)
+    ids = vlm.generate_ids([PROMPT] * n, batch["pixel_values"], max_new_tokens=3)
+    answers = vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return sum(a.strip() == t for a, t in zip(answers, truth)) / n, ids
+
+
+def run(workdir: str | Path = "runs/quickstart", steps: int = 150, seed: int = 0) -> dict[str, float]:
+    """Train and check; returns the measured figures (accuracy before/after, seconds)."""
+    workdir = Path(workdir)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    llm_dir = workdir / "towers" / "llm"
+    if not (llm_dir / "config.json").exists():
+        save_tiny_llm(llm_dir, seed=seed)
+    clip_name = save_tiny_open_clip(workdir / "towers" / "open_clip", seed=seed)
+    vlm = VisionLanguageModel(
+        OpenClipVisionTower(clip_name, feature_layer=-2), LLMTower(str(llm_dir)),
+        vision_adapter=AdapterSpec("lora", r=4, alpha=8), llm_adapter=AdapterSpec("lora", r=8, alpha=16),
+    )
+    print(format_trainability(vlm.trainability()))
+    before, _ = accuracy(vlm, torch.Generator().manual_seed(1))
+    optimizer = torch.optim.AdamW([p for p in vlm.parameters() if p.requires_grad], lr=3e-3)
+    data = torch.Generator().manual_seed(seed)
+    vlm.train()
+    bar = tqdm(range(steps), desc="train (tiny towers)")
+    for _ in bar:
+        batch, _ = colour_batch(vlm, 16, data)
+        loss = vlm(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    after, answers = accuracy(vlm, torch.Generator().manual_seed(1))
+    save_trainable(vlm, workdir / "checkpoint")
+    export(vlm, workdir / "export")
+    for name in ("checkpoint", "export"):
+        _, reloaded = accuracy(load_pretrained(workdir / name), torch.Generator().manual_seed(1))
+        if not torch.equal(reloaded, answers):
+            raise RuntimeError(f"{name} does not reproduce the trained model's greedy answers")
+    figures = {"accuracy_before": before, "accuracy_after": after, "chance": 1 / len(COLOURS),
+               "seconds": time.perf_counter() - start}
+    print(f"colour-naming accuracy: {before:.0%} before -> {after:.0%} after {steps} steps "
+          f"(chance {figures['chance']:.0%}); checkpoint and export reproduce the answers; "
+          f"{figures['seconds']:.0f} s. Files in {workdir}/")
+    return figures
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    run()

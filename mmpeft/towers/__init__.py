@@ -1,0 +1,6 @@
+"""Frozen towers: vision encoders (open_clip, timm) and the causal LLM (transformers)."""
+
+from mmpeft.towers.llm import LLMTower
+from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower, VisionTower
+
+__all__ = ["LLMTower", "OpenClipVisionTower", "TimmVisionTower", "VisionTower"]

@@ -1,0 +1,100 @@
+"""The language tower: any Hugging Face causal LM + its tokenizer, frozen, with an image placeholder token."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from mmpeft.towers.dtypes import resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+class LLMTower(nn.Module):
+    """``AutoModelForCausalLM`` + ``AutoTokenizer`` from a hub id or a local directory, frozen on construction.
+
+    The image placeholder: if the tokenizer lacks ``image_token`` it is added as a special token and the input
+    embedding matrix grows by one row (only then). That row is frozen like the rest and its value never matters:
+    the VLM overwrites every placeholder position with projected image features before the LLM sees it.
+    A tokenizer without a pad token gets ``pad_token = eos_token`` (padding positions are masked out anyway).
+
+    Args:
+        name: hub id (``meta-llama/Llama-2-7b-hf``) or a local directory written by ``save_pretrained``.
+        dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
+        image_token: the placeholder string marking where image tokens go.
+        attn_implementation: ``sdpa`` (default), ``eager``, ``flash_attention_2``, ...
+        trust_remote_code: run model code shipped with a hub repo. Off by default: it executes arbitrary code.
+        revision: hub revision (branch, tag or commit).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        dtype: str = "float32",
+        image_token: str = "<image>",
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+    ):
+        super().__init__()
+        self.init_args = dict(name=name, dtype=dtype, image_token=image_token,
+                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
+                              revision=revision)
+        common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(name, **common)
+            model = AutoModelForCausalLM.from_pretrained(
+                name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
+            )
+        except OSError as e:
+            raise OSError(
+                f"Could not load the LLM {name!r}: {e}\nGive a local directory written by save_pretrained, or a "
+                "hub id (needs network or a filled HF cache; HF_HUB_OFFLINE=1 forbids downloads)."
+            ) from e
+        self.model: PreTrainedModel = model
+        self.image_token = image_token
+        self.added_image_token = image_token not in self.tokenizer.get_vocab()
+        if self.added_image_token:
+            self.tokenizer.add_special_tokens({"additional_special_tokens": [image_token]},
+                                              replace_extra_special_tokens=False)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(image_token)
+        if self.image_token_id >= self.model.get_input_embeddings().num_embeddings:
+            # mean_resizing=False: the new row is never read (placeholders are overwritten), so keep it cheap.
+            self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            log.info("added %r to the vocabulary (id %d); its embedding row is frozen and never read",
+                     image_token, self.image_token_id)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` ids -> ``[B, T, D]`` input embeddings."""
+        return self.model.get_input_embeddings()(input_ids)
+
+    def decoder(self) -> nn.Module:
+        """The model without its LM head: ``(inputs_embeds, attention_mask) -> last_hidden_state``."""
+        return self.model.get_decoder()
+
+    def head_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head on ``[..., D]`` hidden states -> ``[..., V]`` logits, with the model's output scaling."""
+        logits = self.model.get_output_embeddings()(hidden)
+        config = self.model.config
+        if getattr(config, "logit_scale", None) not in (None, 1.0):  # Cohere
+            logits = logits * config.logit_scale
+        cap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits

@@ -1,0 +1,293 @@
+"""VisionLanguageModel: frozen vision tower -> trainable projector -> frozen causal LLM, adapters in either tower.
+
+Pure PyTorch (no Lightning): import it in a notebook, test it without a Trainer.
+
+Data flow for a batch (see ``mmpeft.types`` for the batch contract)::
+
+    pixel_values [N_img, 3, H, W] -> vision [N_img, N, Dv] -> projector [N_img, M, Dl] --+
+    input_ids [B, T] -> embed [B, T, Dl] -- placeholders (M per image) overwritten <-----+
+        -> (soft prompt prepended) -> LLM decoder -> hidden [B, T, Dl]
+        -> LM head at supervised positions only -> cross-entropy
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmpeft.adapters.inject import apply_adapter
+from mmpeft.adapters.soft_prompt import SoftPrompt
+from mmpeft.adapters.spec import AdapterSpec
+from mmpeft.projectors import MLPProjector, Projector
+from mmpeft.towers.llm import LLMTower
+from mmpeft.towers.vision import VisionTower
+from mmpeft.trainability import TrainabilityRow, count_parameters, format_trainability
+from mmpeft.types import IGNORE_INDEX, VLMOutput
+
+log = logging.getLogger(__name__)
+
+
+class VisionLanguageModel(nn.Module):
+    """A frozen vision tower and a frozen causal LLM joined by a trainable projector.
+
+    Trainability is decided here, once, from the per-tower specs, and reported by ``trainability()``.
+
+    Args:
+        vision: the image encoder (frozen on its construction).
+        llm: the language model + tokenizer (frozen on its construction).
+        projector: factory ``(vision_dim, llm_dim) -> Projector``; a class or a ``functools.partial`` of one.
+        vision_adapter: how the vision tower trains (default frozen).
+        llm_adapter: how the LLM trains (default frozen).
+        soft_prompt_tokens: length of a learned prompt prepended to every LLM input (0: none).
+        train_projector: False freezes the projector (e.g. stage 2 recipes that keep stage 1's projector).
+    """
+
+    def __init__(
+        self,
+        vision: VisionTower,
+        llm: LLMTower,
+        projector: Callable[[int, int], Projector] = MLPProjector,
+        vision_adapter: AdapterSpec | None = None,
+        llm_adapter: AdapterSpec | None = None,
+        soft_prompt_tokens: int = 0,
+        train_projector: bool = True,
+    ):
+        super().__init__()
+        self.vision = vision
+        self.llm = llm
+        self.projector = projector(vision.embed_dim, llm.hidden_size)
+        self.vision_adapter = vision_adapter or AdapterSpec()
+        self.llm_adapter = llm_adapter or AdapterSpec()
+        self.train_projector = train_projector
+        self.projector.requires_grad_(train_projector)
+        self.num_image_tokens = self.projector.num_output_tokens(vision.num_tokens)
+        self.vision_peft_config = apply_adapter(vision.model, self.vision_adapter, vision.default_adapter_targets())
+        self.llm_peft_config = apply_adapter(llm.model, self.llm_adapter, default_llm_targets(llm.model))
+        self.soft_prompt: SoftPrompt | None = None
+        if soft_prompt_tokens > 0:
+            self.soft_prompt = SoftPrompt(init_soft_prompt(llm, soft_prompt_tokens))
+        log.info("trainable parameters:\n%s", format_trainability(self.trainability()))
+
+    # ------------------------------------------------------------------ config round trip
+
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (towers, projector, specs) as ``class_path``/``init_args``."""
+        return {
+            "vision": _class_spec(self.vision, self.vision.init_args),
+            "llm": _class_spec(self.llm, self.llm.init_args),
+            "projector": _class_spec(self.projector, self.projector.init_args),
+            "vision_adapter": self.vision_adapter.to_dict(),
+            "llm_adapter": self.llm_adapter.to_dict(),
+            "soft_prompt_tokens": self.soft_prompt.embeddings.shape[0] if self.soft_prompt is not None else 0,
+            "train_projector": self.train_projector,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> VisionLanguageModel:
+        """Rebuild an (untrained) model from ``config()`` output: towers load their base weights again."""
+        return cls(
+            vision=_build(config["vision"]),
+            llm=_build(config["llm"]),
+            projector=partial(_import(config["projector"]["class_path"]), **config["projector"]["init_args"]),
+            vision_adapter=AdapterSpec(**config["vision_adapter"]),
+            llm_adapter=AdapterSpec(**config["llm_adapter"]),
+            soft_prompt_tokens=config["soft_prompt_tokens"],
+            train_projector=config["train_projector"],
+        )
+
+    def trainability(self) -> list[TrainabilityRow]:
+        """One row per component: method, trainable and frozen parameter counts."""
+        rows = [
+            TrainabilityRow("vision", self.vision_adapter.method, *count_parameters(self.vision)),
+            TrainabilityRow("projector", "full" if self.train_projector else "frozen",
+                            *count_parameters(self.projector)),
+            TrainabilityRow("llm", self.llm_adapter.method, *count_parameters(self.llm)),
+        ]
+        if self.soft_prompt is not None:
+            rows.append(TrainabilityRow("soft_prompt", "soft_prompt", *count_parameters(self.soft_prompt)))
+        return rows
+
+    # ------------------------------------------------------------------ forward
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[N_img, 3, H, W]`` -> ``[N_img, M, Dl]`` projected image tokens.
+
+        The vision tower runs without autograd unless it has trainable parameters (an adapter, full tuning).
+        """
+        tower_trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
+        with torch.set_grad_enabled(tower_trains):
+            tokens = self.vision(pixel_values)  # [N_img, N, Dv]
+        proj_dtype = next(self.projector.parameters()).dtype
+        return self.projector(tokens.to(proj_dtype))  # [N_img, M, Dl]
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Token embeddings with image features spliced in at placeholder positions, soft prompt prepended.
+
+        Args:
+            input_ids: ``[B, T]``; each image occupies ``num_image_tokens`` placeholder positions.
+            attention_mask: ``[B, T]`` (default all ones).
+            pixel_values: ``[N_img, 3, H, W]`` in reading order, or None for a text-only batch. Rows without
+                placeholders never reach the vision tower.
+            labels: ``[B, T]``; must be ``IGNORE_INDEX`` at placeholder positions.
+
+        Returns:
+            ``(inputs_embeds [B, P+T, Dl], attention_mask [B, P+T], labels [B, P+T] | None)``, P = soft prompt.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        is_image = input_ids == self.llm.image_token_id  # [B, T]
+        embeds = self.llm.embed(input_ids)  # [B, T, Dl]
+        self._check_placeholders(is_image, pixel_values, labels)
+        if pixel_values is not None and pixel_values.shape[0] > 0:
+            image_embeds = self.encode_images(pixel_values).to(embeds.dtype)  # [N_img, M, Dl]
+            # masked_scatter fills placeholders in row-major order: images in reading order, M each.
+            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), image_embeds.reshape(-1, embeds.shape[-1]))
+        if self.soft_prompt is not None:
+            embeds, attention_mask, labels = self.soft_prompt.prepend(embeds, attention_mask, labels)
+        return embeds, attention_mask, labels
+
+    def _check_placeholders(self, is_image: torch.Tensor, pixel_values: torch.Tensor | None,
+                            labels: torch.Tensor | None) -> None:
+        per_row = is_image.sum(dim=1)
+        num_images = 0 if pixel_values is None else pixel_values.shape[0]
+        m = self.num_image_tokens
+        if int(per_row.sum()) != num_images * m or bool((per_row % m).any()):
+            raise ValueError(
+                f"image placeholders and images disagree: {num_images} image(s) x {m} tokens each need "
+                f"{num_images * m} placeholder ids ({self.llm.image_token!r}, id {self.llm.image_token_id}), but "
+                f"rows hold {per_row.tolist()}. Expand each image placeholder to num_image_tokens={m} ids, and "
+                "pass exactly one image per placeholder group, in reading order."
+            )
+        if labels is not None and bool((labels[is_image] != IGNORE_INDEX).any()):
+            raise ValueError(f"labels must be IGNORE_INDEX ({IGNORE_INDEX}) at image placeholder positions")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        return_logits: bool = False,
+    ) -> VLMOutput:
+        """Next-token cross-entropy over supervised positions; the LM head runs only there.
+
+        Returns ``VLMOutput``; ``logits [B, P+T, V]`` only with ``return_logits=True`` (evaluation, tests).
+        """
+        embeds, mask, labels = self.embed_inputs(input_ids, attention_mask, pixel_values, labels)
+        # Position ids from the mask make left- and right-padded rows equivalent.
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.llm.decoder()(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # [B, P+T, Dl]
+        loss, n = None, 0
+        if labels is not None:
+            loss, n = self.supervised_loss(hidden, labels)
+        logits = self.llm.head_logits(hidden) if return_logits else None
+        return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, logits=logits)
+
+    def supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Mean next-token cross-entropy of ``hidden [B, T, D]`` against ``labels [B, T]`` (unshifted).
+
+        Only the K supervised positions go through the LM head: ``[K, V]`` logits, never ``[B, T, V]``.
+        """
+        targets = labels[:, 1:]  # position t predicts token t+1
+        selected = targets != IGNORE_INDEX  # [B, T-1]
+        n = int(selected.sum())
+        if n == 0:
+            return hidden.sum() * 0.0, 0  # keeps the graph (and DDP's gradient structure) intact
+        logits = self.llm.head_logits(hidden[:, :-1][selected])  # [K, V]
+        return F.cross_entropy(logits.float(), targets[selected]), n
+
+    # ------------------------------------------------------------------ generation
+
+    def tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Tokenize prompts that mark each image with the LLM's image token string (e.g. ``"<image>"``),
+        expanding every mark to ``num_image_tokens`` placeholder ids. Special tokens (BOS) as the tokenizer adds."""
+        mark = self.llm.image_token
+        tok = self.llm.tokenizer
+        return [tok(p.replace(mark, mark * self.num_image_tokens))["input_ids"] for p in prompts]
+
+    @torch.no_grad()
+    def generate_ids(
+        self,
+        prompts: Sequence[str] | Sequence[Sequence[int]],
+        pixel_values: torch.Tensor | None = None,
+        max_new_tokens: int = 32,
+        do_sample: bool = False,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Batched generation from prompts (strings with image marks, or token id lists with placeholders).
+
+        Prompts are left-padded into one batch. Greedy by default; ``do_sample=True`` with ``temperature``,
+        ``top_p``, ``top_k`` (any ``transformers`` generation argument) samples.
+
+        Returns:
+            ``[B, L]`` new token ids (padded with the pad id after EOS), the prompt not included.
+        """
+        ids = self.tokenize_prompts(prompts) if prompts and isinstance(prompts[0], str) else [list(p) for p in prompts]
+        tok = self.llm.tokenizer
+        length = max(len(x) for x in ids)
+        device = self.llm.model.device
+        input_ids = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long, device=device)
+        mask = torch.zeros_like(input_ids)
+        for i, row in enumerate(ids):  # left padding: generation continues from the last column
+            input_ids[i, length - len(row):] = torch.tensor(row, device=device)
+            mask[i, length - len(row):] = 1
+        if pixel_values is not None:
+            pixel_values = pixel_values.to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            embeds, mask, _ = self.embed_inputs(input_ids, mask, pixel_values)
+            return self.llm.model.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                pad_token_id=tok.pad_token_id, **generate_kwargs,
+            )
+        finally:
+            self.train(was_training)
+
+    def generate(self, prompts: Sequence[str], pixel_values: torch.Tensor | None = None, **kwargs: Any) -> list[str]:
+        """``generate_ids`` decoded to text (special tokens skipped)."""
+        out = self.generate_ids(prompts, pixel_values, **kwargs)
+        return self.llm.tokenizer.batch_decode(out, skip_special_tokens=True)
+
+
+def default_llm_targets(model: nn.Module) -> list[str]:
+    """Every linear layer of the LLM's decoder blocks (attention + MLP projections), not the LM head."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D) and m is not head]
+
+
+def init_soft_prompt(llm: LLMTower, num_tokens: int) -> torch.Tensor:
+    """``[P, D]`` start values: embeddings of P vocabulary rows drawn with a fixed seed (Lester et al. 2021)."""
+    table = llm.model.get_input_embeddings().weight
+    rows = torch.randperm(min(table.shape[0], 5000), generator=torch.Generator().manual_seed(0))[:num_tokens]
+    return table[rows].float()
+
+
+def _class_spec(obj: object, init_args: dict[str, Any]) -> dict[str, Any]:
+    return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dict(init_args)}
+
+
+def _import(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _build(spec: dict[str, Any]) -> Any:
+    return _import(spec["class_path"])(**spec["init_args"])

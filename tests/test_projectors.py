@@ -1,0 +1,45 @@
+import pytest
+import torch
+
+from mmpeft.projectors import LinearProjector, MLPProjector, PerceiverResampler, PooledMLPProjector
+
+
+@pytest.mark.parametrize(
+    "projector,tokens_out",
+    [
+        (LinearProjector(32, 48), 16),
+        (MLPProjector(32, 48), 16),
+        (MLPProjector(32, 48, hidden_dim=20, num_layers=3, input_norm=True), 16),
+        (PooledMLPProjector(32, 48, output_grid=2), 4),
+        (PerceiverResampler(32, 48, num_queries=5, depth=1, num_heads=4), 5),
+    ],
+)
+def test_projector_shapes(projector, tokens_out):
+    x = torch.randn(3, 16, 32)
+    out = projector(x)
+    assert out.shape == (3, tokens_out, 48)
+    assert projector.num_output_tokens(16) == tokens_out
+    out.sum().backward()
+    assert all(p.grad is not None for p in projector.parameters())
+
+
+def test_mlp_projector_is_llava_mlp2x_gelu():
+    p = MLPProjector(8, 16)
+    assert [type(m).__name__ for m in p.mlp] == ["Linear", "GELU", "Linear"]
+    assert p.mlp[0].out_features == 16
+
+
+def test_pooled_projector_averages_grid_cells():
+    p = PooledMLPProjector(1, 1, output_grid=2, num_layers=1)
+    torch.nn.init.ones_(p.mlp[0].weight)
+    torch.nn.init.zeros_(p.mlp[0].bias)
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # 4x4 grid, row-major
+    out = p(grid)[0, :, 0]
+    assert out.tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_projector_bad_input():
+    with pytest.raises(ValueError, match="square token grid, got 17 tokens"):
+        PooledMLPProjector(8, 8).num_output_tokens(17)
+    with pytest.raises(ValueError, match=r"expects vision tokens \[B, N, 8\]"):
+        MLPProjector(8, 8)(torch.randn(2, 4, 9))
