@@ -51,12 +51,15 @@ class VisionTower(nn.Module):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens per image at ``image_size`` (found once by a probe forward, then cached)."""
-        if getattr(self, "_num_tokens", None) is None:
-            probe = torch.zeros(1, self.in_chans, *self.image_size, dtype=self.dtype, device=self.device)
-            with torch.no_grad():
-                self._num_tokens = self(probe).shape[1]
+        """Tokens per image at ``image_size``."""
         return self._num_tokens
+
+    def _probe_token_shape(self) -> None:
+        """Set ``num_tokens`` and ``embed_dim`` from one forward of a blank image (cheaper than per-family math)."""
+        probe = torch.zeros(1, self.in_chans, *self.image_size, dtype=self.dtype)
+        with torch.no_grad():
+            tokens = self._encode(probe)
+        self._num_tokens, self.embed_dim = tokens.shape[1], tokens.shape[2]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -175,16 +178,9 @@ class OpenClipVisionTower(VisionTower):
             self.image_size, is_train=False, mean=pre["mean"], std=pre["std"],
             interpolation=pre.get("interpolation"), resize_mode=pre.get("resize_mode"),
         )
-        self.embed_dim = self._probe_width()
+        self._probe_token_shape()
         self._load_weights_file(weights_file)
         self._freeze()
-
-    def _probe_width(self) -> int:
-        probe = torch.zeros(1, 3, *self.image_size, dtype=self.dtype)
-        with torch.no_grad():
-            tokens = self._encode(probe)
-        self._num_tokens = tokens.shape[1]
-        return tokens.shape[-1]
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_intermediates(
@@ -274,10 +270,7 @@ class TimmVisionTower(VisionTower):
         self.in_chans = data_cfg["input_size"][0]
         self.image_size = tuple(data_cfg["input_size"][1:])
         self._transform = create_transform(**data_cfg, is_training=False)
-        probe = torch.zeros(1, self.in_chans, *self.image_size, dtype=self.dtype)
-        with torch.no_grad():
-            tokens = self._encode(probe)
-        self._num_tokens, self.embed_dim = tokens.shape[1], tokens.shape[2]
+        self._probe_token_shape()
         self._load_weights_file(weights_file)
         self._freeze()
 
