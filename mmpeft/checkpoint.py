@@ -96,22 +96,27 @@ def save_trainable(vlm: VisionLanguageModel, directory: str | Path, extra: dict[
         extra: JSON-serialisable metadata stored in the config under ``"extra"`` (e.g. step counts).
     """
     with atomic_directory(directory) as tmp:
-        config = {"format": "checkpoint", "vlm": vlm.config(), "extra": extra or {}}
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        save_file(trainable_state(vlm), tmp / TRAINABLE_FILE)
-        for sub, tower, peft_config, task in (
-            ("llm_adapter", vlm.llm.model, vlm.llm_peft_config, "CAUSAL_LM"),
-            ("vision_adapter", vlm.vision.model, vlm.vision_peft_config, None),
-        ):
-            if peft_config is None:
-                continue
-            peft_config.base_model_name_or_path = vlm.llm.init_args["name"] if task else vlm.vision.init_args["name"]
-            peft_config.task_type = task
-            (tmp / sub).mkdir()
-            peft_config.save_pretrained(tmp / sub)
-            weights = {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(tower).items()}
-            save_file(weights, tmp / sub / PEFT_WEIGHTS)
+        write_trainable(vlm, tmp, extra)
     return Path(directory)
+
+
+def write_trainable(vlm: VisionLanguageModel, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write the checkpoint files into an existing (temporary) directory; ``save_trainable`` without atomicity."""
+    config = {"format": "checkpoint", "vlm": vlm.config(), "extra": extra or {}}
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    save_file(trainable_state(vlm), directory / TRAINABLE_FILE)
+    for sub, tower, peft_config, task in (
+        ("llm_adapter", vlm.llm.model, vlm.llm_peft_config, "CAUSAL_LM"),
+        ("vision_adapter", vlm.vision.model, vlm.vision_peft_config, None),
+    ):
+        if peft_config is None:
+            continue
+        peft_config.base_model_name_or_path = vlm.llm.init_args["name"] if task else vlm.vision.init_args["name"]
+        peft_config.task_type = task
+        (directory / sub).mkdir()
+        peft_config.save_pretrained(directory / sub)
+        weights = {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(tower).items()}
+        save_file(weights, directory / sub / PEFT_WEIGHTS)
 
 
 def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = None) -> VisionLanguageModel:
@@ -135,21 +140,45 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
             cfg = _resolve_export_paths(cfg, directory)
         vlm = VisionLanguageModel.from_config(cfg)
     _load_trainable_file(vlm, directory / TRAINABLE_FILE)
+    load_adapter_files(vlm, directory)
+    return vlm
+
+
+def load_adapter_files(vlm: VisionLanguageModel, directory: str | Path, missing_ok: bool = False) -> list[str]:
+    """Load ``llm_adapter/`` and ``vision_adapter/`` of a checkpoint directory into ``vlm``'s adapters.
+
+    Args:
+        missing_ok: skip (and leave at their initialisation) adapters the directory lacks or that do not fit,
+            instead of raising; for initialising a new stage from an earlier one.
+
+    Returns:
+        The names of the adapters loaded.
+    """
+    loaded = []
     for sub, tower, peft_config in (
         ("llm_adapter", vlm.llm.model, vlm.llm_peft_config),
         ("vision_adapter", vlm.vision.model, vlm.vision_peft_config),
     ):
-        path = directory / sub / PEFT_WEIGHTS
-        if peft_config is None and path.exists():
-            raise ValueError(f"{path} holds a {sub} but the model has none; build it with the saved adapter spec")
-        if peft_config is not None:
-            if not path.exists():
-                raise FileNotFoundError(f"{path} missing: the model has a {sub} the checkpoint does not")
-            state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(path).items()}
+        path = Path(directory) / sub / PEFT_WEIGHTS
+        if peft_config is None:
+            if path.exists() and not missing_ok:
+                raise ValueError(f"{path} holds a {sub} but the model has none; build it with the saved adapter spec")
+            continue
+        if not path.exists():
+            if missing_ok:
+                continue
+            raise FileNotFoundError(f"{path} missing: the model has a {sub} the checkpoint does not")
+        state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(path).items()}
+        try:
             check_state_fits(adapter_state_dict(tower), state, path,
                              hint="Adapters need the same tower, method, rank and targets.")
-            load_adapter_state_dict(tower, state)
-    return vlm
+        except ValueError:
+            if missing_ok:
+                continue
+            raise
+        load_adapter_state_dict(tower, state)
+        loaded.append(sub)
+    return loaded
 
 
 def check_state_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], source: Path,

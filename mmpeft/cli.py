@@ -1,7 +1,19 @@
 """The ``mmpeft`` command.
 
-Subcommands available now: ``quickstart`` (tiny end-to-end run) and ``export`` (merge a checkpoint's adapters
-into a standalone model). Training (``fit``/``validate``/``test``) arrives with the Lightning CLI.
+``mmpeft fit|validate|test`` run LightningCLI over ``VLMModule`` + ``VLDataModule`` with stackable YAML configs
+(``--config a.yaml --config b.yaml``: later files override; ``--print_config`` shows the result). Extra commands:
+
+    mmpeft fisher --output F.safetensors [--batches N] --config ...   diagonal Fisher for EWC on data.text_shards
+    mmpeft export CHECKPOINT_DIR OUTPUT_DIR                            merge adapters into a standalone model
+    mmpeft tiny-towers DIR                                             write the tiny offline towers configs use
+    mmpeft quickstart                                                  tiny end-to-end run in pure PyTorch
+
+Run directory (``--run_dir``, default ``runs/default``)::
+
+    config.yaml          the resolved config of the run
+    trainability.md      per component: method, trainable and frozen parameters
+    metrics.csv          every logged value (CSV logger); events.out.tfevents.* (TensorBoard)
+    checkpoints/         step=N.ckpt/ and last.ckpt/ directories (see mmpeft.callbacks.checkpoint_io)
 """
 
 from __future__ import annotations
@@ -10,19 +22,97 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
+from mmpeft.data.datamodule import VLDataModule
+from mmpeft.module import VLMModule
+
+EXTRA_COMMANDS = ("fisher", "export", "tiny-towers", "quickstart")
 
 
-def cli_main(args: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="mmpeft", description=__doc__.splitlines()[0])
+class MMPeftCLI(LightningCLI):
+    """LightningCLI with mmpeft's run directory, loggers, checkpointing and model -> data ``connect``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any):
+        super().__init__(
+            VLMModule, VLDataModule, args=args, run=run, seed_everything_default=0,
+            save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False}, **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run_dir", type=str, default="runs/default",
+                            help="run directory: config, logs, metrics and checkpoints go here")
+        parser.add_argument("--checkpoint_every_n_steps", type=int, default=500,
+                            help="save a checkpoint every N optimizer steps (and at the end)")
+        parser.add_argument("--keep_checkpoints", type=int, default=2,
+                            help="how many of the latest step checkpoints to keep (last.ckpt is always kept)")
+
+    def instantiate_trainer(self, **kwargs: Any):
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        run_dir = Path(config["run_dir"])
+        trainer_config = config.get("trainer", {})
+        if trainer_config.get("logger") in (None, True):
+            kwargs["logger"] = [CSVLogger(run_dir, name="", version=""),
+                                TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)]
+        kwargs.setdefault("default_root_dir", str(run_dir))
+        kwargs["plugins"] = [*(trainer_config.get("plugins") or []), SafetensorsCheckpointIO()]
+        checkpoint = ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False,
+            every_n_train_steps=config["checkpoint_every_n_steps"], save_last=True, monitor="step", mode="max",
+            save_top_k=config["keep_checkpoints"],
+        )
+        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), checkpoint]
+        return super().instantiate_trainer(**kwargs)
+
+    def connect_data(self) -> None:
+        vlm = self.model.vlm
+        self.datamodule.connect(tokenizer=vlm.llm.tokenizer, image_transform=vlm.vision.image_transform,
+                                image_token=vlm.llm.image_token, num_image_tokens=vlm.num_image_tokens)
+
+    def before_fit(self) -> None:
+        self.connect_data()
+
+    def before_validate(self) -> None:
+        self.connect_data()
+
+    def before_test(self) -> None:
+        self.connect_data()
+
+
+def fisher_main(args: list[str]) -> Path:
+    parser = argparse.ArgumentParser(prog="mmpeft fisher", description="Diagonal Fisher of the base LLM for EWC, "
+                                     "on data.text_shards; the rest of the arguments are the fit config.")
+    parser.add_argument("--output", required=True, help="safetensors file to write")
+    parser.add_argument("--batches", type=int, default=None, help="batches to use (default: all of text_shards)")
+    own, rest = parser.parse_known_args(args)
+    from mmpeft.guards.ewc import estimate_fisher, save_fisher
+
+    cli = MMPeftCLI(args=rest, run=False)
+    cli.connect_data()
+    fisher, meta = estimate_fisher(cli.model.vlm, cli.datamodule.text_dataloader(), max_batches=own.batches)
+    path = save_fisher(own.output, fisher, meta)
+    print(f"wrote {path}: {len(fisher)} tensors from {meta['batches']} batches ({meta['tokens']} tokens)")
+    return path
+
+
+def tools_main(args: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="mmpeft")
     sub = parser.add_subparsers(dest="command", required=True)
     quick = sub.add_parser("quickstart", help="train + generate + save + export on tiny offline towers")
     quick.add_argument("--workdir", default="runs/quickstart", help="where towers, checkpoint and export go")
     quick.add_argument("--steps", type=int, default=150, help="optimizer steps")
     exp = sub.add_parser("export", help="merge adapters of a checkpoint directory into a standalone model")
-    exp.add_argument("checkpoint", help="directory written by save_trainable")
+    exp.add_argument("checkpoint", help="a checkpoint directory (save_trainable output or a training checkpoint)")
     exp.add_argument("output", help="export directory (replaced atomically)")
+    tiny = sub.add_parser("tiny-towers", help="write the tiny random towers that configs/model/tiny.yaml loads")
+    tiny.add_argument("directory", nargs="?", default=".mmpeft_cache/tiny")
     parsed = parser.parse_args(args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if parsed.command == "quickstart":
         from mmpeft.quickstart import run
 
@@ -31,11 +121,26 @@ def cli_main(args: list[str] | None = None) -> None:
         from mmpeft.checkpoint import export, load_pretrained
 
         print(export(load_pretrained(parsed.checkpoint), parsed.output))
+    else:
+        from mmpeft.tiny import save_tiny_towers
+
+        print(save_tiny_towers(parsed.directory))
+
+
+def cli_main(args: list[str] | None = None) -> Any:
+    """Entry point usable from Python (tests, notebooks): ``cli_main(["fit", "--config", ...])``."""
+    args = list(sys.argv[1:] if args is None else args)
+    if args and args[0] == "fisher":
+        return fisher_main(args[1:])
+    if args and args[0] in EXTRA_COMMANDS:
+        return tools_main(args)
+    return MMPeftCLI(args=args)
 
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cli_main(sys.argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cli_main()
 
 
 if __name__ == "__main__":

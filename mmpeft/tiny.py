@@ -111,3 +111,57 @@ def _save_timm(name: str, path: str | Path, seed: int, **kwargs) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
     return path
+
+
+def save_tiny_towers(directory: str | Path = ".mmpeft_cache/tiny") -> Path:
+    """All tiny towers in one directory, where ``configs/model/tiny.yaml`` expects them (idempotent)."""
+    directory = Path(directory)
+    if not (directory / "llm" / "config.json").exists():
+        save_tiny_llm(directory / "llm")
+    if not (directory / "open_clip" / "open_clip_model.safetensors").exists():
+        save_tiny_open_clip(directory / "open_clip")
+    if not (directory / "timm_vit.safetensors").exists():
+        save_tiny_timm_vit(directory / "timm_vit.safetensors")
+    save_tiny_shards(directory / "data")
+    return directory
+
+
+TINY_COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 230, 40)}
+
+
+def save_tiny_shards(directory: str | Path, *, image_samples: int = 64, text_samples: int = 32,
+                     samples_per_shard: int = 8, seed: int = 0) -> Path:
+    """Tiny colour-naming shards (``train/``, ``val/``) and text-only replay shards (``text/``), real format."""
+    import io
+    import random
+
+    from PIL import Image
+
+    from mmpeft.data.schema import image_field, make_record
+    from mmpeft.data.shards import PreparedSample, write_shards
+
+    directory = Path(directory)
+    rng = random.Random(seed)
+    names = list(TINY_COLOURS)
+
+    def image_sample(i: int) -> PreparedSample:
+        colour = names[i % len(names)]
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), TINY_COLOURS[colour]).save(buf, format="PNG")
+        record = make_record(f"colour-{i}", "tiny_colours", images=[image_field(0, "png")], conversations=[
+            {"role": "user", "content": "<image>\nWhat color is the picture?"},
+            {"role": "assistant", "content": colour}], eval_fields={"answers": [colour] * 10})
+        return PreparedSample(key=f"{i:06d}", record=record, files={image_field(0, "png"): buf.getvalue()})
+
+    def text_sample(i: int) -> PreparedSample:
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        record = make_record(f"sum-{i}", "tiny_text", conversations=[
+            {"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": str(a + b)}])
+        return PreparedSample(key=f"{i:06d}", record=record)
+
+    if not (directory / "train" / "manifest.json").exists():
+        write_shards(range(image_samples), image_sample, directory / "train", samples_per_shard=samples_per_shard)
+        write_shards(range(image_samples, image_samples + 16), image_sample, directory / "val",
+                     samples_per_shard=samples_per_shard)
+        write_shards(range(text_samples), text_sample, directory / "text", samples_per_shard=samples_per_shard)
+    return directory

@@ -39,10 +39,17 @@ class VLMOutput:
         num_supervised: number of positions that contributed to ``loss``.
         logits: ``[B, T, V]``, only when the forward was asked for them (``return_logits=True``); never computed
             implicitly in training.
-        hidden_states: ``[B, T, D]`` final hidden states of the LLM (after its final norm).
+        hidden_states: ``[B, P+T, D]`` final hidden states of the LLM (after its final norm); P soft prompt
+            positions come first (P = 0 without a soft prompt).
+        attention_mask: ``[B, P+T]`` the mask the LLM saw.
+        labels: ``[B, P+T]`` the labels aligned with ``hidden_states`` (None without labels).
+        prefix_length: P.
     """
 
     loss: torch.Tensor | None
     num_supervised: int
     hidden_states: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor | None = None
+    prefix_length: int = 0
     logits: torch.Tensor | None = None

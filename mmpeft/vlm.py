@@ -196,7 +196,8 @@ class VisionLanguageModel(nn.Module):
         if labels is not None:
             loss, n = self.supervised_loss(hidden, labels)
         logits = self.llm.head_logits(hidden) if return_logits else None
-        return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, logits=logits)
+        return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, attention_mask=mask, labels=labels,
+                         prefix_length=hidden.shape[1] - input_ids.shape[1], logits=logits)
 
     def supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Mean next-token cross-entropy of ``hidden [B, T, D]`` against ``labels [B, T]`` (unshifted).

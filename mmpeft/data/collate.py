@@ -55,6 +55,24 @@ class Collator:
         }
 
 
+def select_rows(batch: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The sub-batch of ``rows`` (``[B]`` bool): tensors indexed, images of those rows kept, lists filtered."""
+    rows = rows.to(batch["input_ids"].device)
+    sub = {k: v[rows] for k, v in batch.items() if torch.is_tensor(v) and v.dim() >= 1 and v.shape[0] == len(rows)
+           and k != "pixel_values"}
+    pixels = batch.get("pixel_values")
+    if pixels is not None:
+        per_row = torch.repeat_interleave(rows.cpu(), batch["num_images"].cpu())
+        sub["pixel_values"] = pixels[per_row.to(pixels.device)] if bool(per_row.any()) else None
+    else:
+        sub["pixel_values"] = None
+    keep = rows.tolist()
+    for k, v in batch.items():
+        if isinstance(v, list) and len(v) == len(keep):
+            sub[k] = [x for x, flag in zip(v, keep) if flag]
+    return sub
+
+
 def batch_rows(rows: Iterable[dict[str, Any]], batch_size: int, collate: Collator, *, bucket_window: int = 0,
                seed: int = 0, drop_last: bool = False) -> Iterator[dict[str, Any]]:
     """Group a row stream into collated batches.

@@ -49,8 +49,8 @@ class VLStream(IterableDataset):
                  batch_size: int, collate: Collator, *, bucket_window: int = 0, rows_per_epoch: int | None = None,
                  drop_last: bool = False, seed: int = 0):
         self.mixer = ReplayMixer(image_rows, text_rows, text_ratio, seed=seed)
-        resampled = any(r is not None and r.resampled for r in (image_rows, text_rows))
-        if resampled and rows_per_epoch is None:
+        primary = image_rows if text_ratio < 1 else text_rows  # its end is the epoch's end
+        if primary is not None and primary.resampled and rows_per_epoch is None:
             raise ValueError("resampled shards never end: set rows_per_epoch")
         self.batch_size = batch_size
         self.collate = collate
@@ -110,12 +110,35 @@ class VLLoader:
         self.name = name
         self.pin_memory = pin_memory
         self.epoch = 0
+        self.skip_batches = 0
         self.history: list[EpochStats] = []
+        self.consumed = {"epoch": 0, "next_batch": 0}
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Make the next pass epoch ``epoch``, starting after its first ``skip_batches`` batches (exact resume:
+        the pass is replayed deterministically and the skipped batches are read but not yielded)."""
         self.epoch = epoch
+        self.skip_batches = skip_batches
+
+    def mark_consumed(self, epoch: int, index: int) -> None:
+        """Record that batch ``index`` of ``epoch`` was trained on (called by the training step).
+
+        Batches are prefetched, so what was *yielded* runs ahead of what was *trained*; checkpoints need the latter.
+        """
+        done = self.history and self.history[-1].epoch == epoch and index + 1 >= self.history[-1].batches
+        self.consumed = {"epoch": epoch + 1, "next_batch": 0} if done else {"epoch": epoch, "next_batch": index + 1}
+
+    def state_dict(self) -> dict[str, int]:
+        """The data position Lightning stores in checkpoints: the next epoch and batch to train on."""
+        return dict(self.consumed)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume at a stored position (Lightning calls this before creating the epoch's iterator)."""
+        self.consumed = dict(state)
+        self.set_epoch(state["epoch"], skip_batches=state["next_batch"])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """One epoch of batches; each carries ``epoch`` and ``index`` (its position within the epoch)."""
         self.stream.epoch = self.epoch
         self.stream.rank, self.stream.world_size = distributed_placement()
         self.skips.reset()
@@ -123,12 +146,16 @@ class VLLoader:
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             persistent_workers=False)
         stats = EpochStats(epoch=self.epoch)
-        for batch in loader:
+        skip, self.skip_batches = self.skip_batches, 0
+        for index, batch in enumerate(loader):
             stats.batches += 1
             stats.rows += len(batch["has_image"])
             stats.text_rows += int((~batch["has_image"]).sum())
             stats.tokens += int(batch["attention_mask"].sum())
             stats.sources.update(batch["source"])
+            if index < skip:
+                continue
+            batch["epoch"], batch["index"] = self.epoch, index
             yield batch
         stats.skipped = self.skips.totals()
         self.history.append(stats)

@@ -1,0 +1,169 @@
+"""VLDataModule: the data pipeline as a LightningDataModule (train / val / test / probe loaders).
+
+The tokenizer, image transform and placeholder geometry come from the model through ``connect(...)``, which the
+CLI calls before any loader is built; nothing about the towers is repeated in the data config.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from braceexpand import braceexpand
+
+from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.collate import Collator
+from mmpeft.data.loader import VLLoader, VLStream
+from mmpeft.data.pipeline import SampleProcessor, ShardRows, SkipCounts
+from mmpeft.data.shards import shard_urls
+
+
+def resolve_shards(spec: str | list[str] | None) -> list[str] | None:
+    """Shard paths from a shard directory (its manifest), a glob, a brace pattern, or a list of those."""
+    if spec is None:
+        return None
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    urls: list[str] = []
+    for item in specs:
+        if Path(item).is_dir():
+            urls += shard_urls(item)
+            continue
+        for pattern in braceexpand(item):
+            matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+            urls += matches
+    missing = [u for u in urls if "://" not in u and not Path(u).exists()]
+    if not urls or missing:
+        raise FileNotFoundError(f"shard spec {spec!r} gives no readable shards (missing: {missing[:3]}); give a "
+                                "directory written by a data_prep converter, a glob or a brace pattern")
+    return urls
+
+
+class VLDataModule(L.LightningDataModule):
+    """Shard streams for training (image + text-only replay mix), validation, testing and probing.
+
+    Args:
+        train_shards: image (or any) training shards: a shard directory, glob, brace pattern, or a list.
+        text_shards: text-only replay shards, mixed in at ``text_ratio``.
+        val_shards: validation shards (read in order, no mixing).
+        test_shards: test shards.
+        text_ratio: fraction of training rows drawn from ``text_shards`` (0: no replay).
+        batch_size: rows per training batch.
+        eval_batch_size: rows per val/test batch (default ``batch_size``).
+        num_workers: DataLoader workers per process (each needs at least one shard per rank).
+        max_length: maximum tokens per sample.
+        overlong: ``skip`` (count and drop) or ``truncate`` (never through an image) over-long samples.
+        system_prompt: system turn added to conversations without one (None: the chat template's default).
+        use_chat_template: None: the tokenizer's template when it has one; False: the documented fallback.
+        shuffle_buffer: rows in the training shuffle buffer.
+        bucket_window: length bucketing window in batches (0: off).
+        resampled: draw training shards with replacement (multi-epoch streams); needs ``rows_per_epoch``.
+        rows_per_epoch: rows per rank and epoch (with ``resampled``).
+        strict: fail on the first bad sample instead of skipping and counting it.
+        seed: data order seed (shard order, shuffle buffers, mixing).
+    """
+
+    def __init__(
+        self,
+        train_shards: str | list[str] | None = None,
+        text_shards: str | list[str] | None = None,
+        val_shards: str | list[str] | None = None,
+        test_shards: str | list[str] | None = None,
+        text_ratio: float = 0.0,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        max_length: int = 2048,
+        overlong: Literal["skip", "truncate"] = "skip",
+        system_prompt: str | None = None,
+        use_chat_template: bool | None = None,
+        shuffle_buffer: int = 1000,
+        bucket_window: int = 0,
+        resampled: bool = False,
+        rows_per_epoch: int | None = None,
+        strict: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 <= text_ratio <= 1.0:
+            raise ValueError(f"data.text_ratio must be in [0, 1], got {text_ratio}")
+        if text_ratio > 0 and text_shards is None:
+            raise ValueError(f"data.text_ratio={text_ratio} needs data.text_shards (text-only replay shards)")
+        self.train_shards = train_shards
+        self.text_shards = text_shards
+        self.val_shards = val_shards
+        self.test_shards = test_shards
+        self.text_ratio = text_ratio
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.max_length = max_length
+        self.overlong = overlong
+        self.system_prompt = system_prompt
+        self.use_chat_template = use_chat_template
+        self.shuffle_buffer = shuffle_buffer
+        self.bucket_window = bucket_window
+        self.resampled = resampled
+        self.rows_per_epoch = rows_per_epoch
+        self.strict = strict
+        self.seed = seed
+        self.processor: SampleProcessor | None = None
+        self._train_loader: VLLoader | None = None
+
+    def connect(self, tokenizer: Any, image_transform: Callable[[Any], torch.Tensor], image_token: str,
+                num_image_tokens: int) -> None:
+        """Receive what the model decides: tokenizer, image transform, placeholder string and count per image."""
+        renderer = ChatRenderer(tokenizer, image_token, num_image_tokens, max_length=self.max_length,
+                                system_prompt=self.system_prompt, use_chat_template=self.use_chat_template,
+                                overlong=self.overlong)
+        self.processor = SampleProcessor(renderer, image_transform)
+        self.pad_token_id = tokenizer.pad_token_id
+
+    def _rows(self, spec, skips: SkipCounts, shuffle: bool, resampled: bool = False) -> ShardRows | None:
+        urls = resolve_shards(spec)
+        if urls is None:
+            return None
+        return ShardRows(urls, self.processor, skips, shuffle=shuffle, shuffle_buffer=self.shuffle_buffer,
+                         resampled=resampled, seed=self.seed, strict=self.strict)
+
+    def _require_connected(self) -> None:
+        if self.processor is None:
+            raise RuntimeError("VLDataModule.connect(...) must be called before building loaders (the CLI does it)")
+
+    def train_dataloader(self) -> VLLoader:
+        self._require_connected()
+        if self.train_shards is None and self.text_ratio < 1:
+            raise ValueError("data.train_shards is not set")
+        skips = SkipCounts(max_workers=max(self.num_workers, 1))
+        image_rows = None if self.text_ratio == 1 else self._rows(self.train_shards, skips, True, self.resampled)
+        # The replay stream is cycled through and drawn with replacement, so few text shards suffice.
+        text_rows = self._rows(self.text_shards, skips, True, resampled=0 < self.text_ratio < 1)
+        stream = VLStream(image_rows, text_rows if self.text_ratio > 0 else None, self.text_ratio, self.batch_size,
+                          Collator(self.pad_token_id), bucket_window=self.bucket_window,
+                          rows_per_epoch=self.rows_per_epoch, drop_last=False, seed=self.seed)
+        self._train_loader = VLLoader(stream, skips, num_workers=self.num_workers, name="train")
+        return self._train_loader
+
+    def _eval_loader(self, spec, name: str) -> VLLoader | list:
+        self._require_connected()
+        if spec is None:
+            return []
+        skips = SkipCounts(max_workers=max(self.num_workers, 1))
+        stream = VLStream(self._rows(spec, skips, shuffle=False), None, 0.0, self.eval_batch_size,
+                          Collator(self.pad_token_id), seed=self.seed)
+        return VLLoader(stream, skips, num_workers=min(self.num_workers, len(resolve_shards(spec))), name=name)
+
+    def text_dataloader(self) -> VLLoader:
+        """The text-only shards read once in order (Fisher estimation, probes)."""
+        if self.text_shards is None:
+            raise ValueError("data.text_shards is not set")
+        return self._eval_loader(self.text_shards, "text")
+
+    def val_dataloader(self):
+        return self._eval_loader(self.val_shards, "val")
+
+    def test_dataloader(self):
+        return self._eval_loader(self.test_shards, "test")

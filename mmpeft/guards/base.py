@@ -1,0 +1,84 @@
+"""The guard contract: a named, weighted loss term computed from the step's batch and forward pass.
+
+The module sums ``guard.weight * guard(ctx)`` over its guards and logs each term. Guards that compare against the
+base model ask for reference rows; the module then runs one no-grad forward of those rows with every adapter
+disabled (``disabled_adapters``: the base, no second model copy) and hands its hidden states in the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mmpeft.types import VLMOutput
+from mmpeft.vlm import VisionLanguageModel
+
+
+@dataclass
+class GuardContext:
+    """What a guard sees in one training step.
+
+    Attributes:
+        vlm: the model (adapters enabled).
+        batch: the collated batch (``has_image`` ``[B]`` marks image rows).
+        output: the adapted forward: ``hidden_states [B, P+T, D]``, ``labels``/``attention_mask`` ``[B, P+T]``
+            (P = soft prompt length, prompt positions first).
+        reference_rows: ``[B]`` bool, rows the reference pass covered (None without a reference pass).
+        reference_hidden: ``[R, T, D]`` base hidden states of those rows (no soft prompt: T positions).
+    """
+
+    vlm: VisionLanguageModel
+    batch: dict[str, Any]
+    output: VLMOutput
+    reference_rows: torch.Tensor | None = None
+    reference_hidden: torch.Tensor | None = None
+
+    @property
+    def text_rows(self) -> torch.Tensor:
+        """``[B]`` bool: rows without images (replay rows)."""
+        return ~self.batch["has_image"].to(self.output.hidden_states.device)
+
+    def aligned(self, per_token: torch.Tensor, fill: int) -> torch.Tensor:
+        """A ``[B, T]`` batch tensor aligned with ``output.hidden_states``: ``fill`` for the P prompt positions."""
+        p = self.output.prefix_length
+        return torch.cat([per_token.new_full((per_token.shape[0], p), fill), per_token], dim=1) if p else per_token
+
+    def zero(self) -> torch.Tensor:
+        """A zero that keeps the graph (and DDP's gradient structure) when a term has nothing to act on."""
+        return self.output.hidden_states.sum() * 0.0
+
+
+class Guard:
+    """Base of all guards.
+
+    Args:
+        weight: multiplier of the term in the total loss.
+    """
+
+    name: str = "guard"
+    needs_text_rows: bool = False  # the data must deliver text-only rows (data.text_ratio > 0)
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def setup(self, vlm: VisionLanguageModel) -> None:
+        """Called once the model is built (snapshots, loading statistics, shape checks)."""
+
+    def reference_rows(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """``[B]`` bool of rows whose base-model outputs this guard needs, or None."""
+        return None
+
+    def __call__(self, ctx: GuardContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors to keep in checkpoints (e.g. starting points of fully trained weights)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore ``state_dict()`` after ``setup`` on resume."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight})"

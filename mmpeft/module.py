@@ -1,0 +1,307 @@
+"""VLMModule: the LightningModule that trains a VisionLanguageModel with forgetting guards.
+
+One training step::
+
+    reference pass (only if a guard asks): rows it needs, no_grad, every adapter off  -> base hidden states
+    adapted pass: all rows                                                           -> hidden states
+    task  = cross-entropy on image rows' supervised tokens (LM head at those positions only)
+    total = task + sum(guard.weight * guard(ctx))   each term logged as train/<name>
+
+Checkpoints hold trainable state only (plus optimizer, schedule, loop state, RNG, and the data position that
+``VLLoader`` keeps as a Lightning-stateful loader), so a run killed mid-epoch resumes to the same losses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from safetensors.torch import load_file
+
+from mmpeft.adapters.inject import disabled_adapters
+from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
+from mmpeft.checkpoint import TRAINABLE_FILE, load_adapter_files
+from mmpeft.data.collate import select_rows
+from mmpeft.guards.base import Guard, GuardContext
+from mmpeft.trainability import format_trainability
+from mmpeft.types import IGNORE_INDEX
+from mmpeft.vlm import VisionLanguageModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LearningRates:
+    """Peak learning rate per parameter group.
+
+    Attributes:
+        projector: the projector.
+        vision: vision-tower adapters (or the tower when fully trained).
+        llm: LLM adapters (or the LLM when fully trained).
+        soft_prompt: the soft prompt.
+    """
+
+    projector: float = 1e-3
+    vision: float = 2e-4
+    llm: float = 2e-4
+    soft_prompt: float = 3e-3
+
+
+class VLMModule(L.LightningModule):
+    """Trains ``vlm`` (its adapter specs decide what trains) with a list of guards.
+
+    Args:
+        vlm: the model (towers, projector, per-tower adapter specs).
+        guards: forgetting guards (``Replay``, ``KLToBase``, ``L2SP``, ``EWC``, ``LwF``), each with its weight.
+        lr: peak learning rate per parameter group.
+        weight_decay: AdamW weight decay for matrices (never for biases, norms, soft prompts).
+        betas: AdamW betas.
+        warmup_steps: linear warmup steps.
+        min_lr_ratio: the cosine schedule decays to ``min_lr_ratio * peak`` at ``trainer.max_steps``.
+        gradient_checkpointing: recompute LLM activations in backward (less memory, ~30% more compute).
+        init_from: a checkpoint directory (e.g. stage 1's) whose projector (and soft prompt / adapters, where the
+            shapes match) initialise this run. Its projector must fit.
+    """
+
+    def __init__(
+        self,
+        vlm: VisionLanguageModel,
+        guards: list[Guard] | None = None,
+        lr: LearningRates | None = None,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.1,
+        gradient_checkpointing: bool = False,
+        init_from: str | None = None,
+    ):
+        super().__init__()
+        self.vlm = vlm
+        self.guards = list(guards or [])
+        names = [g.name for g in self.guards]
+        self.guard_names = [n if names.count(n) == 1 else f"{n}_{i}" for i, n in enumerate(names)]
+        self.lr = lr or LearningRates()
+        self.weight_decay = weight_decay
+        self.betas = tuple(betas)
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.strict_loading = False  # checkpoints hold trainable state only; keys are checked in on_load_checkpoint
+        if gradient_checkpointing:
+            vlm.llm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if init_from is not None:
+            init_from_checkpoint(vlm, init_from)
+        self._pending_rng: dict[str, Any] | None = None
+        self._pending_guard_state: dict[str, Any] | None = None
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def setup(self, stage: str) -> None:
+        io = getattr(self.trainer.strategy, "checkpoint_io", None)
+        if isinstance(io, SafetensorsCheckpointIO):
+            io.vlm = self.vlm  # so every checkpoint directory is also a loadable model directory
+        table = format_trainability(self.vlm.trainability())  # logged by the model at construction
+        if self.trainer.log_dir and self.trainer.is_global_zero:
+            Path(self.trainer.log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(self.trainer.log_dir) / "trainability.md").write_text(table + "\n")
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        text_ratio = getattr(datamodule, "text_ratio", None)
+        for name, guard in zip(self.guard_names, self.guards):
+            if guard.needs_text_rows and text_ratio == 0:
+                raise ValueError(f"guard {name} ({type(guard).__name__}) acts on text-only rows but data.text_ratio "
+                                 "is 0: set data.text_ratio > 0 and data.text_shards")
+            guard.setup(self.vlm)
+        if text_ratio and not any(g.needs_text_rows for g in self.guards):
+            log.warning("data.text_ratio=%s mixes in text-only rows but no guard uses them (add Replay or "
+                        "KLToBase to model.guards)", text_ratio)
+        if self._pending_guard_state:
+            for name, guard in zip(self.guard_names, self.guards):
+                guard.load_state_dict(self._pending_guard_state.get(name, {}))
+        if self.trainer.max_steps is None or self.trainer.max_steps < 0:
+            raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
+
+    # ------------------------------------------------------------------ steps
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self._pending_rng is not None:  # restored here: after the epoch's loader consumed its seeds
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        losses = self._losses(batch)
+        total = losses.pop("loss")
+        batch_size = batch["input_ids"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
+        self.log("train/text_rows", (~batch["has_image"]).float().mean(), batch_size=batch_size)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            tokens = batch["attention_mask"].sum() * self.trainer.world_size
+            self.log("tokens_per_s", tokens / (now - self._last_step_time), prog_bar=True, batch_size=batch_size)
+        self._last_step_time = now
+        loader = self.trainer.train_dataloader
+        if "epoch" in batch and hasattr(loader, "mark_consumed"):  # the data position checkpoints store
+            loader.mark_consumed(int(batch["epoch"]), int(batch["index"]))
+        return total
+
+    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""
+        reference_rows, reference_hidden = self._reference_pass(batch)
+        image_rows = batch["has_image"]
+        task_labels = batch["labels"].masked_fill(~image_rows.unsqueeze(1), IGNORE_INDEX)
+        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=task_labels,
+                       pixel_values=batch.get("pixel_values"))
+        ctx = GuardContext(self.vlm, batch, out, reference_rows, reference_hidden)
+        losses = {"task": out.loss}
+        total = out.loss
+        for name, guard in zip(self.guard_names, self.guards):
+            term = guard(ctx)
+            losses[name] = term
+            total = total + guard.weight * term
+        losses["loss"] = total
+        return losses
+
+    def _reference_pass(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Base-model hidden states of the rows any guard asks for (adapters off, no autograd)."""
+        wanted = [g.reference_rows(batch) for g in self.guards]
+        wanted = [w for w in wanted if w is not None]
+        if not wanted:
+            return None, None
+        rows = torch.stack(wanted).any(0)
+        if not bool(rows.any()):
+            return rows, None
+        sub = select_rows(batch, rows)
+        with torch.no_grad(), disabled_adapters(self.vlm):
+            ref = self.vlm(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"],
+                           pixel_values=sub.get("pixel_values"))
+        return rows, ref.hidden_states
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                       pixel_values=batch.get("pixel_values"))
+        if out.num_supervised:
+            self.log("val/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                       pixel_values=batch.get("pixel_values"))
+        if out.num_supervised:
+            self.log("test/loss", out.loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    # ------------------------------------------------------------------ optimisation
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: (component) x (decayed matrices | undecayed vectors), each with its learning rate."""
+        components = {
+            "projector": (self.vlm.projector, self.lr.projector),
+            "vision": (self.vlm.vision, self.lr.vision),
+            "llm": (self.vlm.llm, self.lr.llm),
+        }
+        if self.vlm.soft_prompt is not None:
+            components["soft_prompt"] = (self.vlm.soft_prompt, self.lr.soft_prompt)
+        groups = []
+        for name, (module, lr) in components.items():
+            params = [p for p in module.parameters() if p.requires_grad]
+            decay = [p for p in params if p.dim() >= 2 and name != "soft_prompt"]
+            other = [p for p in params if not (p.dim() >= 2 and name != "soft_prompt")]
+            for suffix, ps, wd in (("", decay, self.weight_decay), ("_no_decay", other, 0.0)):
+                if ps:
+                    groups.append({"name": name + suffix, "params": ps, "lr": lr, "weight_decay": wd})
+        if not groups:
+            raise ValueError("nothing to train: every component is frozen (check the adapter specs and "
+                             "model.vlm.train_projector)")
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameter_groups(), betas=self.betas)
+        total = self.trainer.max_steps
+        warmup, floor = self.warmup_steps, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint_keys(self) -> set[str]:
+        """State-dict keys a checkpoint holds: trainable parameters, the projector, the soft prompt."""
+        keys = {f"vlm.{n}" for n, p in self.vlm.named_parameters() if p.requires_grad}
+        keys |= {f"vlm.projector.{k}" for k in self.vlm.projector.state_dict()}
+        if self.vlm.soft_prompt is not None:
+            keys.add("vlm.soft_prompt.embeddings")
+        return keys
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keys = self.checkpoint_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
+        checkpoint["rng"] = _get_rng_state()
+        checkpoint["guards"] = {n: g.state_dict() for n, g in zip(self.guard_names, self.guards)}
+        checkpoint.pop("hyper_parameters", None)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        keys = self.checkpoint_keys()
+        saved = set(checkpoint["state_dict"])
+        if saved != keys:
+            raise ValueError(
+                f"checkpoint does not fit this model: missing {sorted(keys - saved)[:5]}, unexpected "
+                f"{sorted(saved - keys)[:5]}. Resume with the same model and adapter config; to start a new stage "
+                "from it, use model.init_from instead."
+            )
+        self._pending_rng = checkpoint.get("rng")
+        self._pending_guard_state = checkpoint.get("guards")
+
+
+def init_from_checkpoint(vlm: VisionLanguageModel, directory: str) -> None:
+    """Initialise ``vlm`` from another run's checkpoint directory (stage 2 from stage 1).
+
+    The projector must fit (same vision embed_dim, LLM hidden size and projector options); the soft prompt and
+    adapters are taken when the checkpoint has them with matching shapes, and reported either way.
+    """
+    path = Path(directory)
+    file = path / TRAINABLE_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"model.init_from={directory}: {file} not found (give a checkpoint directory)")
+    state = load_file(file)
+    projector = {k: v for k, v in state.items() if k.startswith("projector.")}
+    own = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}
+    mismatch = [(k, tuple(projector[k].shape) if k in projector else None, tuple(v.shape))
+                for k, v in own.items() if k not in projector or projector[k].shape != v.shape]
+    if mismatch:
+        raise ValueError(
+            f"model.init_from={directory}: its projector does not fit this model (key, checkpoint shape, model "
+            f"shape): {mismatch[:4]}. The projector is built from (vision embed_dim={vlm.vision.embed_dim}, LLM "
+            f"hidden_size={vlm.llm.hidden_size}) and its options; use towers and a projector of the same shapes."
+        )
+    vlm.load_state_dict(projector, strict=False)
+    taken = ["projector"]
+    prompt = state.get("soft_prompt.embeddings")
+    if vlm.soft_prompt is not None and prompt is not None and prompt.shape == vlm.soft_prompt.embeddings.shape:
+        vlm.soft_prompt.embeddings.data.copy_(prompt)
+        taken.append("soft_prompt")
+    taken += load_adapter_files(vlm, path, missing_ok=True)
+    log.info("initialised %s from %s", ", ".join(taken), directory)
+
+
+def _get_rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())

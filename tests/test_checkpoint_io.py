@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+import mmpeft.callbacks.checkpoint_io as checkpoint_io
+from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
+
+
+def sample_checkpoint(step):
+    return {
+        "global_step": step,
+        "state_dict": {"vlm.projector.w": torch.full((2, 2), float(step))},
+        "optimizer_states": [{"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2)}},
+                              "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0], "foreach": None}]}],
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 1}}, "combined_loader": [{"epoch": 0}]}},
+        "best": float("inf"),
+    }
+
+
+def test_round_trip_without_pickle(tmp_path):
+    io = SafetensorsCheckpointIO()
+    io.save_checkpoint(sample_checkpoint(4), tmp_path / "step=4.ckpt")
+    loaded = io.load_checkpoint(tmp_path / "step=4.ckpt")
+    assert loaded["optimizer_states"][0]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert loaded["optimizer_states"][0]["state"][0]["step"].item() == 3.0 and loaded["best"] == float("inf")
+    assert torch.equal(loaded["state_dict"]["vlm.projector.w"], torch.full((2, 2), 4.0))
+    assert sorted(p.name for p in (tmp_path / "step=4.ckpt").iterdir()) == ["lightning.json", "lightning.safetensors"]
+
+
+def test_killed_write_leaves_previous_checkpoint_or_nothing(tmp_path, monkeypatch):
+    io = SafetensorsCheckpointIO()
+    io.save_checkpoint(sample_checkpoint(1), tmp_path / "last.ckpt")
+
+    def dying_save(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing tensors")
+
+    monkeypatch.setattr(checkpoint_io, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint(sample_checkpoint(2), tmp_path / "last.ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint(sample_checkpoint(2), tmp_path / "step=2.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"], "no partial directory is left"
+    assert io.load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 1, "the previous checkpoint is intact"
+
+
+def test_unsupported_values_name_their_key(tmp_path):
+    with pytest.raises(TypeError, match=r"'/callbacks/cb' has type object"):
+        SafetensorsCheckpointIO().save_checkpoint({"callbacks": {"cb": object()}}, tmp_path / "x.ckpt")

@@ -1,0 +1,136 @@
+import csv
+import json
+import logging
+
+import pytest
+import torch
+from lightning_helpers import SimulatedKill
+from safetensors.torch import load_file
+
+from mmpeft.checkpoint import load_pretrained
+from mmpeft.cli import cli_main
+from mmpeft.tiny import save_tiny_towers
+
+CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
+
+
+@pytest.fixture(scope="module")
+def towers(tmp_path_factory):
+    return save_tiny_towers(tmp_path_factory.mktemp("tiny_cli"))
+
+
+def fit_args(towers, run_dir, *extra, command="fit"):
+    args = [command]
+    for c in CONFIGS:
+        args += ["--config", c]
+    args += [
+        f"--model.vlm.llm.init_args.name={towers / 'llm'}",
+        f"--model.vlm.vision.init_args.name=local-dir:{towers / 'open_clip'}",
+        f"--data.train_shards={towers / 'data' / 'train'}",
+        f"--data.val_shards={towers / 'data' / 'val'}",
+        f"--data.text_shards={towers / 'data' / 'text'}",
+        f"--run_dir={run_dir}",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    return args + list(extra)
+
+
+def losses(run_dir, key="train/loss"):
+    with open(run_dir / "metrics.csv") as f:
+        return {int(r["step"]): r[key] for r in csv.DictReader(f) if r.get(key)}
+
+
+def test_fit_writes_run_directory_and_exact_trainable_count(towers, tmp_path):
+    run = tmp_path / "run"
+    cli_main(fit_args(towers, run, "--config", "configs/peft/lora_both.yaml", "--config", "configs/guard/kl_text.yaml",
+                      "--trainer.max_steps=4", "--checkpoint_every_n_steps=2",
+                      "--model.vlm.vision_adapter.r=4", "--model.vlm.llm_adapter.r=8"))
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "trainability.md", "metrics.csv", "checkpoints",
+                                                "hparams.yaml"}
+    assert any(p.name.startswith("events.out.tfevents") for p in run.iterdir())
+    table = (run / "trainability.md").read_text()
+    # llm: 2 layers x r=8 x 1024; vision: open_clip ViT-Tiny block 0 MLP (feature_layer -2 prunes block 1), r=4
+    assert "| llm | lora | 16,384 |" in table and "| vision | lora | 2,560 |" in table
+    assert "| projector | full | 8,320 |" in table
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step=000002.ckpt",
+                                                                       "step=000004.ckpt"]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "train/task", "train/kl_to_base", "lr", "tokens_per_s"} <= set(header)
+    # every training checkpoint is also a loadable model directory holding trainable state only
+    ckpt = run / "checkpoints" / "last.ckpt"
+    model = load_pretrained(ckpt)
+    state = load_file(ckpt / "lightning.safetensors")
+    weights = {k for k in state if k.startswith("/state_dict/")}
+    trainable = {f"/state_dict/vlm.{n}" for n, p in model.named_parameters() if p.requires_grad}
+    assert weights == trainable
+    cli_main(["export", str(ckpt), str(tmp_path / "export")])
+    assert (tmp_path / "export" / "llm" / "model.safetensors").is_file()
+
+
+def test_print_config_and_unknown_key(towers, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(towers, tmp_path, "--print_config"))
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: mmpeft.towers.OpenClipVisionTower" in printed and "text_ratio: 0.0" in printed
+    with pytest.raises(SystemExit):
+        cli_main(fit_args(towers, tmp_path, "--model.vlm.llm_adapter.rank=4"))
+    assert "rank" in capsys.readouterr().err
+
+
+def test_guard_without_text_rows_is_a_clear_error(towers, tmp_path):
+    with pytest.raises(ValueError, match=r"acts on text-only rows but data.text_ratio is 0"):
+        cli_main(fit_args(towers, tmp_path, "--config", "configs/peft/lora_both.yaml", "--config",
+                          "configs/guard/kl_text.yaml", "--data.text_ratio=0", "--trainer.max_steps=1"))
+
+
+def test_resume_after_kill_reproduces_losses_bitwise(towers, tmp_path):
+    common = ["--config", "configs/peft/lora_both.yaml", "--config", "configs/guard/kl_text.yaml",
+              "--model.vlm.llm_adapter.dropout=0.1", "--model.vlm.vision_adapter.dropout=0.1",
+              "--trainer.max_steps=16", "--checkpoint_every_n_steps=6", "--trainer.limit_val_batches=0"]
+    cli_main(fit_args(towers, tmp_path / "a", *common))
+    reference = losses(tmp_path / "a")
+    assert sorted(reference) == list(range(16)), "12 batches per epoch: the run crosses an epoch boundary"
+
+    with pytest.raises(SimulatedKill):
+        cli_main(fit_args(towers, tmp_path / "b", *common, "--trainer.callbacks+=lightning_helpers.KillAtStep",
+                          "--trainer.callbacks.step=9"))
+    assert (tmp_path / "b" / "checkpoints" / "step=000006.ckpt").is_dir()
+    cli_main(fit_args(towers, tmp_path / "b", *common,
+                      f"--ckpt_path={tmp_path / 'b' / 'checkpoints' / 'step=000006.ckpt'}"))
+    resumed = losses(tmp_path / "b")
+    for step in range(6, 16):
+        assert resumed[step] == reference[step], f"step {step}: {resumed[step]} != {reference[step]}"
+
+
+def test_stage2_initialises_from_stage1_projector(towers, tmp_path, caplog):
+    stage1 = tmp_path / "stage1"
+    cli_main(fit_args(towers, stage1, "--config", "configs/peft/projector_only.yaml", "--trainer.max_steps=2"))
+    projector = load_file(stage1 / "checkpoints" / "last.ckpt" / "trainable.safetensors")
+    with caplog.at_level(logging.INFO, logger="mmpeft.module"):
+        cli = cli_main(fit_args(towers, tmp_path / "stage2", "--config", "configs/peft/lora_both.yaml",
+                                f"--model.init_from={stage1 / 'checkpoints' / 'last.ckpt'}",
+                                "--trainer.max_steps=0", command="validate"))
+    assert "initialised projector from" in caplog.text
+    for k, v in projector.items():
+        assert torch.equal(cli.model.vlm.state_dict()[k], v)
+    with pytest.raises(ValueError, match=r"its projector does not fit this model.*mlp.0.weight"):
+        cli_main(fit_args(towers, tmp_path / "bad", "--config", "configs/peft/lora_both.yaml",
+                          f"--model.init_from={stage1 / 'checkpoints' / 'last.ckpt'}",
+                          "--model.vlm.projector.init_args.hidden_dim=32", command="validate"))
+
+
+def test_fisher_command_then_ewc_training(towers, tmp_path):
+    fisher = tmp_path / "fisher.safetensors"
+    cli_main(fit_args(towers, tmp_path / "f", "--config", "configs/peft/lora_both.yaml", "--output", str(fisher),
+                      "--batches", "2", command="fisher"))
+    saved = load_file(fisher)
+    assert len(saved) == 14 and all((v >= 0).all() for v in saved.values())  # 7 projections x 2 layers
+    run = tmp_path / "ewc"
+    cli_main(fit_args(towers, run, "--config", "configs/peft/lora_both.yaml", "--config", "configs/guard/ewc.yaml",
+                      f"--model.guards.init_args.fisher_path={fisher}", "--trainer.max_steps=3"))
+    values = [float(v) for v in losses(run, "train/ewc").values()]
+    assert values[0] == 0.0 and values[-1] > 0.0
+    meta = json.loads((run / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())
+    assert meta["extra"]["global_step"] == 3
