@@ -134,3 +134,27 @@ def test_fisher_command_then_ewc_training(towers, tmp_path):
     assert values[0] == 0.0 and values[-1] > 0.0
     meta = json.loads((run / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())
     assert meta["extra"]["global_step"] == 3
+
+
+@pytest.mark.parametrize("preset", [
+    ["configs/trainer/gpu_bf16.yaml", "configs/model/clip-l336_vicuna-7b.yaml", "configs/peft/projector_only.yaml",
+     "configs/data/llava_pretrain.yaml", "configs/experiments/llava15_stage1.yaml"],
+    ["configs/trainer/gpu_bf16.yaml", "configs/model/clip-l336_vicuna-7b.yaml", "configs/peft/lora_both.yaml",
+     "configs/data/llava_mix665k.yaml", "configs/experiments/llava15_stage2.yaml"],
+    ["configs/trainer/gpu_bf16.yaml", "configs/model/siglip_smollm2-360m.yaml", "configs/peft/dora_both.yaml",
+     "configs/data/llava_mix665k.yaml", "configs/guard/replay.yaml", "configs/guard/l2sp.yaml"],
+])
+def test_presets_parse(preset, capsys):
+    args = ["fit"] + [x for c in preset for x in ("--config", c)] + ["--print_config"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(args)
+    assert exit_info.value.code == 0
+    assert "class_path: mmpeft.towers." in capsys.readouterr().out
+
+
+def test_bf16_mixed_and_gradient_checkpointing_train_on_cpu(towers, tmp_path):
+    run = tmp_path / "bf16"
+    cli_main(fit_args(towers, run, "--config", "configs/peft/lora_both.yaml", "--trainer.precision=bf16-mixed",
+                      "--model.gradient_checkpointing=true", "--trainer.max_steps=2"))
+    values = [float(v) for v in losses(run).values()]
+    assert len(values) == 2 and all(v == v and v > 0 for v in values)
