@@ -1,0 +1,250 @@
+"""Text-only forgetting probes, run on the adapted model and on its base (the same weights, adapters off).
+
+- ``PerplexityProbe``: held-out perplexity over fixed-length windows of a text corpus.
+- ``MultipleChoiceProbe``: accuracy by summed continuation log-likelihood, ``acc`` and length-normalised
+  ``acc_norm`` exactly as lm-evaluation-harness defines them (context ``query``, continuation
+  ``" " + choice``, trailing context spaces moved to the continuation, the pair tokenised whole then split;
+  ``acc_norm`` divides by the choice's character length).
+- ``ExactMatchProbe``: greedy generation, first line, normalised exact match against any reference answer.
+
+``compare(vlm, probes)`` reports each three ways: adapted, base, and adapted - base. The probes go through
+``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
+
+Probe files are JSONL; each line is checked and a bad one is reported with its file, line and id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mmpeft.adapters.inject import disabled_adapters
+from mmpeft.types import IGNORE_INDEX
+from mmpeft.vlm import VisionLanguageModel
+
+
+def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
+    """Lines of a JSONL probe file, each checked for ``required`` fields and types."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"probe file {path} not found")
+    items = []
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from e
+        where = f"{path}:{line_no} (id {item.get('id', '?')!r})" if isinstance(item, dict) else f"{path}:{line_no}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected an object with fields {sorted(required)}")
+        for name, kind in required.items():
+            if name not in item or not isinstance(item[name], kind):
+                raise ValueError(f"{where}: field {name!r} missing or not {getattr(kind, '__name__', kind)}; "
+                                 f"this probe needs {sorted(required)}")
+        items.append(item)
+    if not items:
+        raise ValueError(f"probe file {path} has no items")
+    return items
+
+
+@torch.no_grad()
+def sequence_logprobs(vlm: VisionLanguageModel, sequences: Sequence[tuple[list[int], int]], batch_size: int = 16,
+                      ) -> list[tuple[float, int]]:
+    """Summed log-probability of the last ``n`` tokens of each ``(ids, n)`` given the rest: ``(logprob, n)``."""
+    device = vlm.llm.model.device
+    pad = vlm.llm.tokenizer.pad_token_id
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        length = max(len(ids) for ids, _ in chunk)
+        input_ids = torch.full((len(chunk), length), pad, dtype=torch.long)
+        labels = torch.full_like(input_ids, IGNORE_INDEX)
+        mask = torch.zeros_like(input_ids)
+        for i, (ids, n) in enumerate(chunk):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            labels[i, len(ids) - n : len(ids)] = torch.tensor(ids[len(ids) - n :])
+            mask[i, : len(ids)] = 1
+        result = vlm(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+        hidden = result.hidden_states[:, result.prefix_length :]  # drop soft-prompt positions
+        targets = labels.to(device)[:, 1:]
+        selected = targets != IGNORE_INDEX
+        logp = torch.log_softmax(vlm.llm.head_logits(hidden[:, :-1][selected]).float(), dim=-1)
+        token_logp = logp.gather(1, targets[selected].unsqueeze(1)).squeeze(1)
+        per_row = torch.zeros(len(chunk), device=device).index_add_(
+            0, selected.nonzero()[:, 0], token_logp)
+        out += [(float(v), n) for v, (_, n) in zip(per_row.tolist(), chunk)]
+    return out
+
+
+class PerplexityProbe:
+    """Perplexity of a text corpus in non-overlapping ``window``-token windows (texts joined by EOS).
+
+    Args:
+        name: the probe's name in reports.
+        path: JSONL with ``{"text": ...}`` lines (or a .txt file: one document per blank-line-separated block).
+        window: tokens per window; the first token of each window is context only.
+        max_tokens: use at most this many tokens of the corpus.
+    """
+
+    kind = "perplexity"
+
+    def __init__(self, name: str, path: str, window: int = 512, max_tokens: int | None = None,
+                 batch_size: int = 8):
+        self.name, self.path, self.window, self.max_tokens, self.batch_size = name, path, window, max_tokens, batch_size
+        if Path(path).suffix == ".txt":
+            self.texts = [t for t in Path(path).read_text(encoding="utf-8").split("\n\n") if t.strip()]
+        else:
+            self.texts = [item["text"] for item in read_jsonl(path, {"text": str})]
+
+    def run(self, vlm: VisionLanguageModel) -> dict[str, float]:
+        tok = vlm.llm.tokenizer
+        stream: list[int] = []
+        for text in self.texts:
+            stream += tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if self.max_tokens:
+            stream = stream[: self.max_tokens]
+        windows = [(stream[i : i + self.window], len(stream[i : i + self.window]) - 1)
+                   for i in range(0, len(stream), self.window) if len(stream[i : i + self.window]) > 1]
+        scores = sequence_logprobs(vlm, windows, self.batch_size)
+        nll = -sum(s for s, _ in scores)
+        tokens = sum(n for _, n in scores)
+        return {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens, "tokens": tokens}
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's causal-LM pair encoding: whole string tokenised, split at the context length."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenizer(context + continuation)["input_ids"]
+    context_ids = tokenizer(context)["input_ids"]
+    return context_ids, whole[len(context_ids) :]
+
+
+class MultipleChoiceProbe:
+    """Multiple choice by summed log-likelihood of ``delimiter + choice`` after ``query``.
+
+    Args:
+        name: the probe's name in reports.
+        path: JSONL with ``{"id", "query", "choices": [str], "gold": int}`` lines.
+        delimiter: between query and choice (lm-eval's ``target_delimiter``).
+    """
+
+    kind = "multiple_choice"
+
+    def __init__(self, name: str, path: str, delimiter: str = " ", batch_size: int = 16):
+        self.name, self.path, self.delimiter, self.batch_size = name, path, delimiter, batch_size
+        self.items = read_jsonl(path, {"query": str, "choices": list, "gold": int})
+        for i, item in enumerate(self.items):
+            if not 0 <= item["gold"] < len(item["choices"]):
+                raise ValueError(f"{path}: item {item.get('id', i)!r} has gold={item['gold']} outside its "
+                                 f"{len(item['choices'])} choices")
+
+    def run(self, vlm: VisionLanguageModel) -> dict[str, float]:
+        tok = vlm.llm.tokenizer
+        sequences, owners = [], []
+        for i, item in enumerate(self.items):
+            for choice in item["choices"]:
+                ctx, cont = encode_pair(tok, item["query"], self.delimiter + choice)
+                if not ctx:
+                    ctx = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+                sequences.append((ctx + cont, len(cont)))
+                owners.append(i)
+        scores = sequence_logprobs(vlm, sequences, self.batch_size)
+        acc = acc_norm = 0.0
+        k = 0
+        for item in self.items:
+            lls = [s for s, _ in scores[k : k + len(item["choices"])]]
+            k += len(item["choices"])
+            norm = [ll / len(c) for ll, c in zip(lls, item["choices"])]
+            acc += float(max(range(len(lls)), key=lls.__getitem__) == item["gold"])
+            acc_norm += float(max(range(len(norm)), key=norm.__getitem__) == item["gold"])
+        n = len(self.items)
+        return {"acc": acc / n, "acc_norm": acc_norm / n, "n": n}
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, strip punctuation at the ends and articles-free spacing, for exact match."""
+    text = text.strip().lower()
+    text = text.strip(string.punctuation + " ")
+    return re.sub(r"\s+", " ", text)
+
+
+class ExactMatchProbe:
+    """Greedy generation compared with reference answers (first line, normalised).
+
+    Args:
+        name: the probe's name in reports.
+        path: JSONL with ``{"id", "prompt", "answers": [str]}`` lines.
+        use_chat_template: wrap the prompt as a user turn with the tokenizer's chat template.
+        max_new_tokens: generation budget.
+    """
+
+    kind = "exact_match"
+
+    def __init__(self, name: str, path: str, use_chat_template: bool = True, max_new_tokens: int = 16,
+                 batch_size: int = 16):
+        self.name, self.path, self.use_chat_template = name, path, use_chat_template
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.items = read_jsonl(path, {"prompt": str, "answers": list})
+
+    def prompt_ids(self, vlm: VisionLanguageModel, prompt: str) -> list[int]:
+        tok = vlm.llm.tokenizer
+        if self.use_chat_template and getattr(tok, "chat_template", None):
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        return tok(prompt)["input_ids"]
+
+    def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
+        hits, outputs = 0, []
+        for start in range(0, len(self.items), self.batch_size):
+            chunk = self.items[start : start + self.batch_size]
+            ids = vlm.generate_ids([self.prompt_ids(vlm, it["prompt"]) for it in chunk],
+                                   max_new_tokens=self.max_new_tokens)
+            texts = vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
+            for item, text in zip(chunk, texts):
+                answer = text.strip().split("\n")[0]
+                hit = normalize_text(answer) in {normalize_text(a) for a in item["answers"]}
+                hits += hit
+                outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit)})
+        return {"exact_match": hits / len(self.items), "n": len(self.items), "outputs": outputs}
+
+
+def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[str, Any] | None = None,
+            progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Each probe on the adapted model and on its base: ``{name: {"adapted", "base", "delta"}}``.
+
+    Args:
+        base_cache: results of the base by probe name, reused when given (the base never changes during
+            training) and filled otherwise.
+    """
+    was_training = vlm.training
+    vlm.eval()
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for probe in tqdm(probes, desc="text probes", disable=not progress):
+            adapted = probe.run(vlm)
+            if base_cache is not None and probe.name in base_cache:
+                base = base_cache[probe.name]
+            else:
+                with disabled_adapters(vlm):
+                    base = probe.run(vlm)
+                if base_cache is not None:
+                    base_cache[probe.name] = base
+            delta = {k: adapted[k] - base[k] for k in adapted
+                     if isinstance(adapted[k], int | float) and k not in ("n", "tokens")}
+            results[probe.name] = {"kind": probe.kind, "adapted": adapted, "base": base, "delta": delta}
+    finally:
+        vlm.train(was_training)
+    return results
