@@ -4,6 +4,8 @@
 (``--config a.yaml --config b.yaml``: later files override; ``--print_config`` shows the result). Extra commands:
 
     mmpeft fisher --output F.safetensors [--batches N] --config ...   diagonal Fisher for EWC on data.text_shards
+    mmpeft eval --checkpoint DIR [--vqa S] [--captions S] [--ppl F] [--mc F] [--em F] [--vision S]   scores
+    mmpeft report RUN_DIR... [--out DIR]                               table + plots across runs
     mmpeft export CHECKPOINT_DIR OUTPUT_DIR                            merge adapters into a standalone model
     mmpeft tiny-towers DIR                                             write the tiny offline towers configs use
     mmpeft quickstart                                                  tiny end-to-end run in pure PyTorch
@@ -33,7 +35,7 @@ from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.data.datamodule import VLDataModule
 from mmpeft.module import VLMModule
 
-EXTRA_COMMANDS = ("fisher", "export", "tiny-towers", "quickstart")
+EXTRA_COMMANDS = ("fisher", "eval", "report", "export", "tiny-towers", "quickstart")
 
 
 class MMPeftCLI(LightningCLI):
@@ -132,6 +134,14 @@ def cli_main(args: list[str] | None = None) -> Any:
     args = list(sys.argv[1:] if args is None else args)
     if args and args[0] == "fisher":
         return fisher_main(args[1:])
+    if args and args[0] == "eval":
+        from mmpeft.eval.run import main as eval_main
+
+        return eval_main(args[1:])
+    if args and args[0] == "report":
+        from mmpeft.eval.report import main as report_main
+
+        return report_main(args[1:])
     if args and args[0] in EXTRA_COMMANDS:
         return tools_main(args)
     return MMPeftCLI(args=args)

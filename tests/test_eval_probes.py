@@ -3,8 +3,8 @@ import os
 
 import pytest
 import torch
-
 from conftest import build_vlm
+
 from mmpeft.adapters import AdapterSpec
 from mmpeft.eval.text_probes import ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe, compare
 

@@ -86,7 +86,17 @@ def sequence_logprobs(vlm: VisionLanguageModel, sequences: Sequence[tuple[list[i
     return out
 
 
-class PerplexityProbe:
+class TextProbe:
+    """Base of text probes: ``name`` for reports, ``kind``, and ``run(vlm) -> {metric: value}``."""
+
+    name: str
+    kind: str
+
+    def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class PerplexityProbe(TextProbe):
     """Perplexity of a text corpus in non-overlapping ``window``-token windows (texts joined by EOS).
 
     Args:
@@ -131,7 +141,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     return context_ids, whole[len(context_ids) :]
 
 
-class MultipleChoiceProbe:
+class MultipleChoiceProbe(TextProbe):
     """Multiple choice by summed log-likelihood of ``delimiter + choice`` after ``query``.
 
     Args:
@@ -180,7 +190,7 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-class ExactMatchProbe:
+class ExactMatchProbe(TextProbe):
     """Greedy generation compared with reference answers (first line, normalised).
 
     Args:

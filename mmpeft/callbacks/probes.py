@@ -1,0 +1,72 @@
+"""``ForgettingProbes``: text probes (and optionally VQA accuracy) every N training steps -> forgetting curves.
+
+Logged per probe metric: ``probe/<name>/<metric>`` (adapted), ``..._base`` and ``..._delta``; for perplexity also
+``probe/<name>/perplexity_delta_pct``; with ``vqa_shards``, ``probe/vqa/overall``. The base never changes during
+training, so it is evaluated once and reused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from mmpeft.eval.text_probes import TextProbe, compare
+
+
+class ForgettingProbes(Callback):
+    """Args:
+    probes: text probes (``PerplexityProbe``, ``MultipleChoiceProbe``, ``ExactMatchProbe``).
+    every_n_steps: probe interval in optimizer steps (also at step 0 and at the end of training).
+    vqa_shards: optional VQA shards scored at the same points (greedy generation).
+    vqa_limit: at most this many VQA questions per point.
+    """
+
+    def __init__(self, probes: list[TextProbe], every_n_steps: int = 100, vqa_shards: str | list[str] | None = None,
+                 vqa_limit: int | None = 200, max_new_tokens: int = 8, batch_size: int = 16):
+        self.probes = probes
+        self.every_n_steps = every_n_steps
+        self.vqa_shards = vqa_shards
+        self.vqa_limit = vqa_limit
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.base: dict[str, Any] = {}
+        self._last_step = -1
+
+    def _run(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_step or not trainer.is_global_zero:
+            return
+        self._last_step = step
+        metrics: dict[str, float] = {}
+        for name, r in compare(module.vlm, self.probes, base_cache=self.base, progress=False).items():
+            for key, delta in r["delta"].items():
+                metrics[f"probe/{name}/{key}"] = float(r["adapted"][key])
+                metrics[f"probe/{name}/{key}_base"] = float(r["base"][key])
+                metrics[f"probe/{name}/{key}_delta"] = float(delta)
+                if key == "perplexity":
+                    metrics[f"probe/{name}/perplexity_delta_pct"] = 100 * delta / r["base"][key]
+        if self.vqa_shards is not None:
+            from mmpeft.data.datamodule import resolve_shards
+            from mmpeft.eval.generate import predict
+            from mmpeft.eval.run import score_vqa
+
+            renderer = trainer.datamodule.processor.renderer
+            was_training = module.vlm.training
+            preds = predict(module.vlm, renderer, resolve_shards(self.vqa_shards), self.batch_size,
+                            self.max_new_tokens, limit=self.vqa_limit, description="probe VQA")
+            module.vlm.train(was_training)
+            metrics["probe/vqa/overall"] = score_vqa(preds)["overall"]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._run(trainer, module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0:
+            self._run(trainer, module)
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._run(trainer, module)
