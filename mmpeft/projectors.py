@@ -9,6 +9,7 @@ occupies.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,9 @@ class MLPProjector(Projector):
     Args:
         hidden_dim: width of the hidden layers (default: ``llm_dim``, as in LLaVA-1.5).
         num_layers: number of Linear layers (>= 1), GELU between them.
-        input_norm: LayerNorm over vision features first. Helps when tower features are badly scaled (CNN maps).
+        input_norm: normalise vision features first: ``layernorm`` (per token), ``batchnorm`` (per channel,
+            running statistics, no affine: a fixed standardisation once trained; for CNN maps or concatenated
+            layers with very different scales), or ``none``.
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class MLPProjector(Projector):
         llm_dim: int,
         hidden_dim: int | None = None,
         num_layers: int = 2,
-        input_norm: bool = False,
+        input_norm: Literal["none", "layernorm", "batchnorm"] = "none",
     ):
         super().__init__(vision_dim, llm_dim)
         self.init_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
@@ -73,16 +76,26 @@ class MLPProjector(Projector):
             raise ValueError(f"MLPProjector.num_layers must be >= 1, got {num_layers}")
         hidden_dim = hidden_dim or llm_dim
         dims = [vision_dim] + [hidden_dim] * (num_layers - 1) + [llm_dim]
-        layers: list[nn.Module] = [nn.LayerNorm(vision_dim)] if input_norm else []
+        if input_norm not in ("none", "layernorm", "batchnorm"):
+            raise ValueError(f"MLPProjector.input_norm={input_norm!r}; use 'none', 'layernorm' or 'batchnorm'")
+        self.norm = {"none": nn.Identity(), "layernorm": nn.LayerNorm(vision_dim),
+                     "batchnorm": nn.BatchNorm1d(vision_dim, affine=False)}[input_norm]
+        layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             if i > 0:
                 layers.append(nn.GELU())
             layers.append(nn.Linear(d_in, d_out))
         self.mlp = nn.Sequential(*layers)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, N, Dv]`` through the input norm (BatchNorm1d wants channels second)."""
+        if isinstance(self.norm, nn.BatchNorm1d):
+            return self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return self.norm(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        return self.mlp(x)
+        return self.mlp(self.normalize(x))
 
 
 class PooledMLPProjector(MLPProjector):
@@ -93,7 +106,7 @@ class PooledMLPProjector(MLPProjector):
     """
 
     def __init__(self, vision_dim: int, llm_dim: int, output_grid: int = 4, hidden_dim: int | None = None,
-                 num_layers: int = 2, input_norm: bool = False):
+                 num_layers: int = 2, input_norm: Literal["none", "layernorm", "batchnorm"] = "none"):
         super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
         self.output_grid = output_grid
         self.init_args = dict(self.init_args, output_grid=output_grid)
@@ -119,7 +132,7 @@ class PooledMLPProjector(MLPProjector):
         side = self._grid_side(n)
         grid = x.transpose(1, 2).reshape(b, d, side, side)  # [B, Dv, S, S]
         pooled = F.adaptive_avg_pool2d(grid, self.output_grid).flatten(2).transpose(1, 2)  # [B, G*G, Dv]
-        return self.mlp(pooled)
+        return self.mlp(self.normalize(pooled))
 
 
 class PerceiverResampler(Projector):

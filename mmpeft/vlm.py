@@ -253,6 +253,7 @@ class VisionLanguageModel(nn.Module):
         self.eval()
         try:
             embeds, mask, _ = self.embed_inputs(input_ids, mask, pixel_values)
+            generate_kwargs.setdefault("suppress_tokens", [self.llm.image_token_id])  # never emit a placeholder
             return self.llm.model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,
                 pad_token_id=tok.pad_token_id, **generate_kwargs,

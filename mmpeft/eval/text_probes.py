@@ -5,7 +5,9 @@
   ``acc_norm`` exactly as lm-evaluation-harness defines them (context ``query``, continuation
   ``" " + choice``, trailing context spaces moved to the continuation, the pair tokenised whole then split;
   ``acc_norm`` divides by the choice's character length).
-- ``ExactMatchProbe``: greedy generation, first line, normalised exact match against any reference answer.
+- ``ExactMatchProbe``: greedy generation, first non-empty line, normalised exact match against any reference answer (and
+  ``contains``: a reference appears as whole words in that line, for chat models that answer in sentences).
+- ``ChatStyleProbe``: greedy chat answers to open prompts: mean length, and the share identical to the base's.
 
 ``compare(vlm, probes)`` reports each three ways: adapted, base, and adapted - base. The probes go through
 ``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
@@ -183,6 +185,16 @@ class MultipleChoiceProbe(TextProbe):
         return {"acc": acc / n, "acc_norm": acc_norm / n, "n": n}
 
 
+def chat_prompt_ids(vlm: VisionLanguageModel, prompt: str, use_chat_template: bool) -> list[int]:
+    """A user prompt as generation-ready ids: through the chat template (when asked and present) or plain."""
+    tok = vlm.llm.tokenizer
+    if use_chat_template and getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                       add_generation_prompt=True)
+        return tok(text, add_special_tokens=False)["input_ids"]
+    return tok(prompt)["input_ids"]
+
+
 def normalize_text(text: str) -> str:
     """Lower-case, strip punctuation at the ends and articles-free spacing, for exact match."""
     text = text.strip().lower()
@@ -208,27 +220,53 @@ class ExactMatchProbe(TextProbe):
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.items = read_jsonl(path, {"prompt": str, "answers": list})
 
-    def prompt_ids(self, vlm: VisionLanguageModel, prompt: str) -> list[int]:
-        tok = vlm.llm.tokenizer
-        if self.use_chat_template and getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-            return tok(text, add_special_tokens=False)["input_ids"]
-        return tok(prompt)["input_ids"]
-
     def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
-        hits, outputs = 0, []
+        hits = contains = 0
+        outputs = []
         for start in range(0, len(self.items), self.batch_size):
             chunk = self.items[start : start + self.batch_size]
-            ids = vlm.generate_ids([self.prompt_ids(vlm, it["prompt"]) for it in chunk],
+            ids = vlm.generate_ids([chat_prompt_ids(vlm, it["prompt"], self.use_chat_template) for it in chunk],
                                    max_new_tokens=self.max_new_tokens)
             texts = vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
             for item, text in zip(chunk, texts):
-                answer = text.strip().split("\n")[0]
-                hit = normalize_text(answer) in {normalize_text(a) for a in item["answers"]}
+                answer = next((line.strip() for line in text.split("\n") if line.strip()), "")
+                targets = {normalize_text(a) for a in item["answers"]}
+                hit = normalize_text(answer) in targets
+                words = f" {re.sub(r'[^a-z0-9 ]', ' ', normalize_text(answer))} "
+                found = any(f" {t} " in words for t in targets)
                 hits += hit
+                contains += found
                 outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit)})
-        return {"exact_match": hits / len(self.items), "n": len(self.items), "outputs": outputs}
+        n = len(self.items)
+        return {"exact_match": hits / n, "contains": contains / n, "n": n, "outputs": outputs}
+
+
+class ChatStyleProbe(TextProbe):
+    """Greedy chat answers to open prompts: how long they are, and (in ``compare``) how many equal the base's.
+
+    Fine-tuning on short VQA answers tends to make chat answers terse; this shows it.
+
+    Args:
+        name: the probe's name in reports.
+        path: JSONL with ``{"id", "prompt"}`` lines.
+        max_new_tokens: generation budget per answer.
+    """
+
+    kind = "chat_style"
+
+    def __init__(self, name: str, path: str, max_new_tokens: int = 24, batch_size: int = 16):
+        self.name, self.path, self.max_new_tokens, self.batch_size = name, path, max_new_tokens, batch_size
+        self.items = read_jsonl(path, {"prompt": str})
+
+    def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
+        outputs = []
+        for start in range(0, len(self.items), self.batch_size):
+            chunk = self.items[start : start + self.batch_size]
+            prompts = [chat_prompt_ids(vlm, it["prompt"], use_chat_template=True) for it in chunk]
+            ids = vlm.generate_ids(prompts, max_new_tokens=self.max_new_tokens)
+            outputs += [t.strip() for t in vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return {"mean_chars": sum(map(len, outputs)) / len(outputs), "n": len(outputs),
+                "outputs": [{"id": it.get("id"), "output": o} for it, o in zip(self.items, outputs)]}
 
 
 def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[str, Any] | None = None,
@@ -254,6 +292,9 @@ def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[st
                     base_cache[probe.name] = base
             delta = {k: adapted[k] - base[k] for k in adapted
                      if isinstance(adapted[k], int | float) and k not in ("n", "tokens")}
+            if "outputs" in adapted:  # generated text: how much of it is still the base model's
+                same = [a["output"] == b["output"] for a, b in zip(adapted["outputs"], base["outputs"])]
+                adapted = {**adapted, "identical_to_base": sum(same) / len(same)}
             results[probe.name] = {"kind": probe.kind, "adapted": adapted, "base": base, "delta": delta}
     finally:
         vlm.train(was_training)

