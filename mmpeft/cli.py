@@ -35,7 +35,7 @@ from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.data.datamodule import VLDataModule
 from mmpeft.module import VLMModule
 
-EXTRA_COMMANDS = ("fisher", "eval", "report", "export", "tiny-towers", "quickstart")
+EXTRA_COMMANDS = ("fisher", "eval", "report", "demo", "export", "tiny-towers", "quickstart")
 
 
 class MMPeftCLI(LightningCLI):
@@ -138,6 +138,10 @@ def cli_main(args: list[str] | None = None) -> Any:
         from mmpeft.eval.run import main as eval_main
 
         return eval_main(args[1:])
+    if args and args[0] == "demo":
+        from mmpeft.demo import main as demo_main
+
+        return demo_main(args[1:])
     if args and args[0] == "report":
         from mmpeft.eval.report import main as report_main
 

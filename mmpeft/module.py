@@ -103,6 +103,7 @@ class VLMModule(L.LightningModule):
     # ------------------------------------------------------------------ lifecycle
 
     def setup(self, stage: str) -> None:
+        self.vlm.run_vision_always = self._distributed
         io = getattr(self.trainer.strategy, "checkpoint_io", None)
         if isinstance(io, SafetensorsCheckpointIO):
             io.vlm = self.vlm  # so every checkpoint directory is also a loadable model directory
@@ -127,6 +128,10 @@ class VLMModule(L.LightningModule):
                 guard.load_state_dict(self._pending_guard_state.get(name, {}))
         if self.trainer.max_steps is None or self.trainer.max_steps < 0:
             raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
+
+    @property
+    def _distributed(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
 
     # ------------------------------------------------------------------ steps
 
@@ -176,7 +181,16 @@ class VLMModule(L.LightningModule):
             return None, None
         rows = torch.stack(wanted).any(0)
         if not bool(rows.any()):
-            return rows, None
+            if not self._distributed:
+                return rows, None
+            # every rank runs the reference pass (same collectives under FSDP); this one's result is unused
+            rows = torch.zeros_like(rows)
+            rows[0] = True
+            sub = select_rows(batch, rows)
+            with torch.no_grad(), disabled_adapters(self.vlm):
+                self.vlm(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"],
+                         pixel_values=sub.get("pixel_values"))
+            return torch.zeros_like(rows), None
         sub = select_rows(batch, rows)
         with torch.no_grad(), disabled_adapters(self.vlm):
             ref = self.vlm(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"],

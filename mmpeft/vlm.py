@@ -70,6 +70,10 @@ class VisionLanguageModel(nn.Module):
         self.num_image_tokens = self.projector.num_output_tokens(vision.num_tokens)
         self.vision_peft_config = apply_adapter(vision.model, self.vision_adapter, vision.default_adapter_targets())
         self.llm_peft_config = apply_adapter(llm.model, self.llm_adapter, default_llm_targets(llm.model))
+        # Distributed training sets this: every rank must run the same modules every step (DDP needs a gradient
+        # for every trainable parameter, FSDP the same collective sequence), so a batch without images still runs
+        # the vision tower and projector on one blank image and adds zero times the result.
+        self.run_vision_always = False
         self.soft_prompt: SoftPrompt | None = None
         if soft_prompt_tokens > 0:
             self.soft_prompt = SoftPrompt(init_soft_prompt(llm, soft_prompt_tokens))
@@ -155,6 +159,9 @@ class VisionLanguageModel(nn.Module):
             image_embeds = self.encode_images(pixel_values).to(embeds.dtype)  # [N_img, M, Dl]
             # masked_scatter fills placeholders in row-major order: images in reading order, M each.
             embeds = embeds.masked_scatter(is_image.unsqueeze(-1), image_embeds.reshape(-1, embeds.shape[-1]))
+        elif self.run_vision_always and torch.is_grad_enabled():
+            blank = torch.zeros(1, self.vision.in_chans, *self.vision.image_size, device=embeds.device)
+            embeds = embeds + 0.0 * self.encode_images(blank).sum().to(embeds.dtype)
         if self.soft_prompt is not None:
             embeds, attention_mask, labels = self.soft_prompt.prepend(embeds, attention_mask, labels)
         return embeds, attention_mask, labels

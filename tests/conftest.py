@@ -107,3 +107,13 @@ MIXED_ROWS = [
     (0, " The capital of France is", " Paris."),
     (2, " how many objects are there?", " two"),
 ]
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory):
+    """One conversion per test session (about 20 s), in a private cache."""
+    path = tmp_path_factory.mktemp("zoo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMPEFT_CACHE", str(path))
+    yield path
+    mp.undo()

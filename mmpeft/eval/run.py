@@ -63,21 +63,27 @@ def score_captions(predictions: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(vlm: VisionLanguageModel, renderer: ChatRenderer, *, vqa: str | list[str] | None = None,
              captions: str | list[str] | None = None, probes: list[Any] = (), vision: str | list[str] | None = None,
-             vision_label_field: str | None = None, batch_size: int = 8, max_new_tokens: int = 16,
-             limit: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """All requested evaluations; returns ``(scores, predictions)``."""
+             vision_label_field: str | None = None, batch_size: int = 8, max_new_tokens: int | dict[str, int] = 16,
+             limit: int | None = None, base_cache: dict[str, Any] | None = None,
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """All requested evaluations; returns ``(scores, predictions)``.
+
+    ``max_new_tokens`` may be a dict by task (``{"vqa": 8, "captions": 32}``): short answers decode faster.
+    ``base_cache`` carries the base model's probe results between calls on models with the same base.
+    """
     scores: dict[str, Any] = {}
     predictions: list[dict[str, Any]] = []
     skips = SkipLog()
     for name, spec, scorer in (("vqa", vqa, score_vqa), ("captions", captions, score_captions)):
         if spec is None:
             continue
-        preds = predict(vlm, renderer, resolve_shards(spec), batch_size, max_new_tokens, skips, limit,
+        budget = max_new_tokens[name] if isinstance(max_new_tokens, dict) else max_new_tokens
+        preds = predict(vlm, renderer, resolve_shards(spec), batch_size, budget, skips, limit,
                         description=f"{name} generation")
         scores[name] = scorer(preds)
         predictions += [{**p, "task": name} for p in preds]
     if probes:
-        scores["text_probes"] = compare(vlm, probes)
+        scores["text_probes"] = compare(vlm, probes, base_cache=base_cache)
     if vision is not None:
         pixels, labels = [], []
         for record, image in read_eval_records(resolve_shards(vision), vlm.vision.image_transform, skips):

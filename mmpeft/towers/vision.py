@@ -226,6 +226,8 @@ class TimmVisionTower(VisionTower):
         model_kwargs: extra ``timm.create_model`` arguments (e.g. a tiny ``depth`` / ``embed_dim`` for tests).
         dtype: parameter dtype.
         weights_file: safetensors state dict loaded over the pruned encoder (what ``export`` writes).
+        cache_prefix_blocks: cache the activations after the first N entries of ``model.blocks`` per distinct
+            image (see ``mmpeft.towers.prefix_cache``): for runs that adapt only the blocks after them.
     """
 
     def __init__(
@@ -239,6 +241,7 @@ class TimmVisionTower(VisionTower):
         model_kwargs: dict[str, Any] | None = None,
         dtype: str = "float32",
         weights_file: str | None = None,
+        cache_prefix_blocks: int = 0,
     ):
         super().__init__()
         import timm
@@ -246,7 +249,8 @@ class TimmVisionTower(VisionTower):
 
         self.init_args = dict(name=name, pretrained=pretrained, checkpoint_path=checkpoint_path,
                               feature_layer=feature_layer, keep_prefix_tokens=keep_prefix_tokens,
-                              image_size=image_size, model_kwargs=model_kwargs, dtype=dtype, weights_file=weights_file)
+                              image_size=image_size, model_kwargs=model_kwargs, dtype=dtype, weights_file=weights_file,
+                              cache_prefix_blocks=cache_prefix_blocks)
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
             raise ValueError(f"Unknown timm model {name!r}. Close matches: {close}. All names: timm.list_models().")
@@ -277,6 +281,11 @@ class TimmVisionTower(VisionTower):
         self.in_chans = data_cfg["input_size"][0]
         self.image_size = tuple(data_cfg["input_size"][1:])
         self._transform = create_transform(**data_cfg, is_training=False)
+        self.prefix_cache = None
+        if cache_prefix_blocks:
+            from mmpeft.towers.prefix_cache import PrefixCache
+
+            self.prefix_cache = PrefixCache(self.model, cache_prefix_blocks)
         self._probe_token_shape()
         self._load_weights_file(weights_file)
         self._freeze()
@@ -284,7 +293,17 @@ class TimmVisionTower(VisionTower):
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         features: dict[Any, torch.Tensor] = {}
         with_prefix = self.keep_prefix_tokens and self.num_prefix_tokens > 0
-        if self._take:
+        if self.prefix_cache is not None:
+            self._check_prefix_frozen()
+            final, intermediates = self.prefix_cache.suffix(
+                self.model, self.prefix_cache.prefix(self.model, pixel_values), self._take, "final" in self._order,
+                "NLC" if self._is_token_model else "NCHW")
+            for index, feat in zip(self._take, intermediates):
+                features[index] = (torch.cat([feat[1], feat[0]], dim=1) if with_prefix else feat[0]) \
+                    if isinstance(feat, tuple) else feat
+            if final is not None:
+                features["final"] = final
+        elif self._take:
             kwargs = {"return_prefix_tokens": True} if with_prefix else {}
             out = self.model.forward_intermediates(
                 pixel_values, indices=self._take, stop_early="final" not in self._order,
@@ -306,6 +325,15 @@ class TimmVisionTower(VisionTower):
             parts = [p if p.shape[-2:] == grid else F.adaptive_avg_pool2d(p, grid) for p in parts]
             parts = [p.flatten(2).transpose(1, 2) for p in parts]
         return torch.cat(parts, dim=-1)  # [B, N, sum of channels]
+
+    def _check_prefix_frozen(self) -> None:
+        if not torch.is_grad_enabled():
+            return
+        trainable = [n for m in self.prefix_cache.prefix_modules(self.model) for n, p in m.named_parameters()
+                     if p.requires_grad]
+        if trainable:
+            raise ValueError(f"cache_prefix_blocks={self.prefix_cache.blocks} caches blocks that have trainable "
+                             f"parameters ({trainable[:3]}); adapt only later blocks or lower cache_prefix_blocks")
 
     @property
     def _is_token_model(self) -> bool:

