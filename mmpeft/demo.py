@@ -65,15 +65,16 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
                         questions_per_scene=3, eval_per_type=8 if quick else 60,
                         samples_per_shard=64 if quick else 500)
     replay_topics, probe_topics = pydoc_split()
-    replay = root / "replay-pydoc"
+    replay = root / "replay-pydoc-16w"
     if not (replay / MANIFEST).exists():
         say("writing the text-only replay corpus (pydoc topics)")
         rng = random.Random(seed)
         chunks = []
         for name, text in replay_topics:
+            # short spans: replay rows as long as VQA rows, so mixed batches do not pad to the text rows
             words = text.split()
-            for start in range(0, max(1, len(words) - 40), 40):
-                chunks.append((name, " ".join(words[start : start + 40])))
+            for start in range(0, max(1, len(words) - 16), 16):
+                chunks.append((name, " ".join(words[start : start + 16])))
         rng.shuffle(chunks)
 
         def prepare(item: tuple[int, tuple[str, str]]) -> PreparedSample:
@@ -94,7 +95,7 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
 def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
     tokens = 1024 if quick else 4096
     return [
-        PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=512, max_tokens=tokens),
+        PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=512, max_tokens=tokens // 2),
         PerplexityProbe("ppl_prose", str(PROBES / "prose.txt"), window=256, max_tokens=tokens),
         MultipleChoiceProbe("mc_knowledge", str(PROBES / "knowledge_mc.jsonl")),
         MultipleChoiceProbe("mc_arithmetic", str(PROBES / "arithmetic_mc.jsonl")),
@@ -123,7 +124,7 @@ def train(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: 
             f"--trainer.callbacks.probes.path={PROBES / 'prose.txt'}",
             "--trainer.callbacks.probes.window=256", f"--trainer.callbacks.probes.max_tokens={512 if quick else 1024}",
             f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
-            f"--trainer.callbacks.vqa_limit={16 if quick else 40}"]
+            f"--trainer.callbacks.vqa_limit={16 if quick else 32}"]
     if guard:
         # the same image rows per step as the plain run, plus ~25% text-only rows for the KL term
         args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
@@ -264,15 +265,15 @@ def main(argv: list[str] | None = None) -> str:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 120; quick 4)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 150; quick 4)")
+    parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (4 if args.quick else 120)
+    steps = args.steps or (4 if args.quick else 150)
     say(f"preparing towers in {cache_root()} (first run converts them: about 30 s)")
     resolve("zoo:smollm2-135m-instruct")
     resolve("zoo:efficientnet-lite0")

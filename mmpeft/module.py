@@ -115,10 +115,13 @@ class VLMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         text_ratio = getattr(datamodule, "text_ratio", None)
+        has_text = datamodule.has_text_rows() if hasattr(datamodule, "has_text_rows") else None
         for name, guard in zip(self.guard_names, self.guards):
-            if guard.needs_text_rows and text_ratio == 0:
+            if guard.needs_text_rows and has_text is False:
                 raise ValueError(f"guard {name} ({type(guard).__name__}) acts on text-only rows but data.text_ratio "
-                                 "is 0: set data.text_ratio > 0 and data.text_shards")
+                                 "is 0 and the train shards hold none: set data.text_ratio > 0 and data.text_shards")
+            if guard.needs_text_rows and has_text is None:
+                log.warning("guard %s acts on text-only rows; make sure the data has some (data.text_ratio)", name)
             guard.setup(self.vlm)
         if text_ratio and not any(g.needs_text_rows for g in self.guards):
             log.warning("data.text_ratio=%s mixes in text-only rows but no guard uses them (add Replay or "
@@ -130,8 +133,19 @@ class VLMModule(L.LightningModule):
             raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
 
     @property
+    def world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    @property
     def _distributed(self) -> bool:
-        return self._trainer is not None and self.trainer.world_size > 1
+        return self.world_size > 1
+
+    def _global_count(self, count: int) -> int:
+        """A per-rank count summed over ranks (identity on one process)."""
+        if not self._distributed:
+            return count
+        total = torch.tensor(float(count), device=self.device)
+        return int(self.trainer.strategy.reduce(total, reduce_op="sum"))
 
     # ------------------------------------------------------------------ steps
 
@@ -163,9 +177,12 @@ class VLMModule(L.LightningModule):
         task_labels = batch["labels"].masked_fill(~image_rows.unsqueeze(1), IGNORE_INDEX)
         out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=task_labels,
                        pixel_values=batch.get("pixel_values"))
-        ctx = GuardContext(self.vlm, batch, out, reference_rows, reference_hidden)
-        losses = {"task": out.loss}
-        total = out.loss
+        ctx = GuardContext(self.vlm, batch, out, reference_rows, reference_hidden,
+                           global_count=self._global_count if self._distributed else None,
+                           world_size=self.world_size)
+        task = ctx.mean(out.loss * out.num_supervised, out.num_supervised)
+        losses = {"task": task}
+        total = task
         for name, guard in zip(self.guard_names, self.guards):
             term = guard(ctx)
             losses[name] = term

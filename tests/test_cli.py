@@ -80,7 +80,7 @@ def test_print_config_and_unknown_key(towers, tmp_path, capsys):
 
 
 def test_guard_without_text_rows_is_a_clear_error(towers, tmp_path):
-    with pytest.raises(ValueError, match=r"acts on text-only rows but data.text_ratio is 0"):
+    with pytest.raises(ValueError, match=r"acts on text-only rows but data.text_ratio is 0 and the train shards"):
         cli_main(fit_args(towers, tmp_path, "--config", "configs/peft/lora_both.yaml", "--config",
                           "configs/guard/kl_text.yaml", "--data.text_ratio=0", "--trainer.max_steps=1"))
 

@@ -22,7 +22,7 @@ from peft import (
     inject_adapter_in_model,
     set_peft_model_state_dict,
 )
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.tuners.tuners_utils import BaseTunerLayer, cast_adapter_dtype
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -86,6 +86,9 @@ def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[st
         return None
     config = peft_config(spec, resolve_targets(module, spec, default_targets))
     inject_adapter_in_model(config, module)
+    # adapters of a bf16/fp16 tower train in fp32 (as peft's get_peft_model does): optimiser updates of a few
+    # 1e-5 would vanish in bf16 weights
+    cast_adapter_dtype(module, "default", autocast_adapter_dtype=True)
     if not _adapter_layers(module):
         raise RuntimeError(f"peft injected no {spec.method} layer into {type(module).__name__}")
     return config

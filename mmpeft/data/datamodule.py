@@ -113,6 +113,18 @@ class VLDataModule(L.LightningDataModule):
         self.processor: SampleProcessor | None = None
         self._train_loader: VLLoader | None = None
 
+    def has_text_rows(self) -> bool | None:
+        """Whether training batches can hold text-only rows: True with replay, else from the train shards'
+        manifests (None when the shards are given by pattern and nobody counted)."""
+        if self.text_ratio > 0:
+            return True
+        specs = [self.train_shards] if isinstance(self.train_shards, str) else list(self.train_shards or [])
+        if not specs or not all(Path(s).is_dir() for s in specs):
+            return None
+        from mmpeft.data.shards import read_manifest
+
+        return any(read_manifest(s)["text_samples"] > 0 for s in specs)
+
     def connect(self, tokenizer: Any, image_transform: Callable[[Any], torch.Tensor], image_token: str,
                 num_image_tokens: int) -> None:
         """Receive what the model decides: tokenizer, image transform, placeholder string and count per image."""

@@ -7,6 +7,7 @@ disabled (``disabled_adapters``: the base, no second model copy) and hands its h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ class GuardContext:
             (P = soft prompt length, prompt positions first).
         reference_rows: ``[B]`` bool, rows the reference pass covered (None without a reference pass).
         reference_hidden: ``[R, T, D]`` base hidden states of those rows (no soft prompt: T positions).
+        global_count / world_size: for means over the global batch under data parallelism (see ``mean``).
     """
 
     vlm: VisionLanguageModel
@@ -34,6 +36,14 @@ class GuardContext:
     output: VLMOutput
     reference_rows: torch.Tensor | None = None
     reference_hidden: torch.Tensor | None = None
+    global_count: Callable[[int], int] | None = None  # sums a per-rank count over ranks (None: one process)
+    world_size: int = 1
+
+    def mean(self, total: torch.Tensor, count: int) -> torch.Tensor:
+        """``total / count`` taken over the *global* batch: with W ranks, ``total * W / sum of counts``, so that
+        DDP's gradient averaging yields the single-process gradient of the same global batch."""
+        n = self.global_count(count) if self.global_count is not None else count
+        return total * (self.world_size / n) if n else self.zero()
 
     @property
     def text_rows(self) -> torch.Tensor:

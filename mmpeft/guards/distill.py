@@ -27,7 +27,7 @@ def distill_to_base(ctx: GuardContext, rows: torch.Tensor, text_positions_only: 
     """Mean over positions of ``T^2 * KL(softmax(base/T) || softmax(adapted/T))`` for ``rows`` (``[B]`` bool)."""
     rows = rows.to(ctx.output.hidden_states.device)
     if not bool(rows.any()):
-        return ctx.zero()
+        return ctx.mean(ctx.zero(), 0)
     if ctx.reference_rows is None or bool((rows & ~ctx.reference_rows).any()):
         raise RuntimeError("reference pass did not cover the rows this guard needs")
     ref_index = ctx.reference_rows.long().cumsum(0) - 1  # row b of the batch -> its row in reference_hidden
@@ -42,7 +42,7 @@ def distill_to_base(ctx: GuardContext, rows: torch.Tensor, text_positions_only: 
     for start in range(0, current.shape[0], chunk_size):
         total = total + checkpoint(_chunk_kl, ctx.vlm.llm.head_logits, current[start : start + chunk_size],
                                    reference[start : start + chunk_size], temperature, use_reentrant=False)
-    return total * temperature**2 / max(current.shape[0], 1)
+    return ctx.mean(total * temperature**2, current.shape[0])
 
 
 def _chunk_kl(head, current: torch.Tensor, reference: torch.Tensor, temperature: float) -> torch.Tensor:

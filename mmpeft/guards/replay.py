@@ -19,4 +19,4 @@ class Replay(Guard):
     def __call__(self, ctx: GuardContext):
         labels = ctx.batch["labels"].masked_fill(~ctx.text_rows.unsqueeze(1), IGNORE_INDEX)
         loss, n = ctx.vlm.supervised_loss(ctx.output.hidden_states, ctx.aligned(labels, IGNORE_INDEX))
-        return loss if n else ctx.zero()
+        return ctx.mean(loss * n, n)

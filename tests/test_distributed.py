@@ -1,0 +1,162 @@
+"""Data parallelism on CPU (gloo, 2 processes): mixed batches, equivalence with one process, sharding, resume."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from conftest import MIXED_ROWS, TinyDirs, build_vlm, make_batch
+from mmpeft.adapters import AdapterSpec
+from mmpeft.guards import L2SP, KLToBase, Replay
+from mmpeft.module import VLMModule
+
+ROOT = Path(__file__).parents[1]
+
+
+class RankModule(VLMModule):
+    """VLMModule as one rank of a 2-process group, without a Trainer (for the equivalence check)."""
+
+    world = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.world
+
+    def _global_count(self, count: int) -> int:
+        total = torch.tensor(float(count))
+        dist.all_reduce(total)
+        return int(total)
+
+
+def global_batch(vlm):
+    rows = MIXED_ROWS + [(0, " What is 2 plus 3?", " five")]  # image, text, image, text
+    batch = make_batch(vlm, rows)
+    batch["has_image"] = torch.tensor([r[0] > 0 for r in rows])
+    batch["num_images"] = torch.tensor([r[0] for r in rows])
+    return batch
+
+
+def build(tiny, world):
+    vlm = build_vlm(tiny, vision_spec=AdapterSpec("lora", init_weights=False),
+                    llm_spec=AdapterSpec("lora", init_weights=False))
+    module = RankModule(vlm, guards=[Replay(), KLToBase(rows="all"), L2SP(weight=0.1)])
+    module.world = world
+    vlm.run_vision_always = world > 1
+    for g in module.guards:
+        g.setup(vlm)
+    return module
+
+
+def rank_worker(rank, tiny, init_file, out):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    module = build(tiny, world=2)
+    from mmpeft.data.collate import select_rows
+
+    batch = global_batch(module.vlm)
+    # rank 0: the two text-only rows; rank 1: the two image rows
+    mine = ~batch["has_image"] if rank == 0 else batch["has_image"]
+    losses = module._losses(select_rows(batch, mine))
+    losses["loss"].backward()
+    grads = {}
+    for name, p in module.vlm.named_parameters():
+        if p.requires_grad:
+            g = p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            dist.all_reduce(g)
+            grads[name] = g / 2  # what DDP does
+    loss = losses["loss"].detach().clone()
+    dist.all_reduce(loss)
+    if rank == 0:
+        torch.save({"loss": loss / 2, "grads": grads}, out)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process_on_the_same_global_batch(tiny, tmp_path):
+    out = tmp_path / "ranks.pt"
+    mp.spawn(rank_worker, args=(tiny, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = build(tiny, world=1)
+    losses = single._losses(global_batch(single.vlm))
+    losses["loss"].backward()
+    ranks = torch.load(out, weights_only=True)
+    torch.testing.assert_close(ranks["loss"], losses["loss"].detach(), rtol=1e-5, atol=1e-6)
+    for name, p in single.vlm.named_parameters():
+        if p.requires_grad:
+            expected = p.grad if p.grad is not None else torch.zeros_like(p)
+            torch.testing.assert_close(ranks["grads"][name], expected, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_data(tmp_path_factory):
+    """Two shards: one of text-only rows, one of image rows, so each rank sees only one kind per epoch."""
+    from mmpeft.tiny import save_tiny_llm, save_tiny_open_clip, save_tiny_shards
+
+    root = tmp_path_factory.mktemp("ddp")
+    save_tiny_llm(root / "llm")
+    save_tiny_open_clip(root / "open_clip")
+    save_tiny_shards(root / "data", image_samples=8, text_samples=8, samples_per_shard=8)
+    return root
+
+
+def run_cli(root: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "mmpeft.cli", "fit",
+            "--config", "configs/trainer/cpu.yaml", "--config", "configs/trainer/ddp_cpu.yaml",
+            "--config", "configs/model/tiny.yaml", "--config", "configs/peft/lora_both.yaml",
+            f"--model.vlm.llm.init_args.name={root / 'llm'}",
+            f"--model.vlm.vision.init_args.name=local-dir:{root / 'open_clip'}",
+            f"--data.train_shards=[{root / 'data' / 'train'}, {root / 'data' / 'text'}]",
+            "--data.batch_size=4", "--data.num_workers=0", "--data.shuffle_buffer=1", "--data.max_length=128",
+            "--config", "configs/guard/replay.yaml", f"--data.text_shards={root / 'data' / 'text'}",
+            "--data.text_ratio=0.0", "--model.guards.init_args.weight=1.0",
+            f"--run_dir={run_dir}", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1",
+            "--trainer.enable_progress_bar=false", "--trainer.callbacks+=lightning_helpers.RecordRanks",
+            f"--trainer.callbacks.directory={run_dir / 'ranks'}", *extra]
+    env = {**os.environ, "MASTER_PORT": str(free_port()), "PYTHONPATH": f"{ROOT / 'tests'}:{ROOT}",
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_ddp_mixed_ranks_stay_in_sync_and_never_share_samples(ddp_data, tmp_path):
+    run = tmp_path / "run"
+    result = run_cli(ddp_data, run, "--trainer.max_steps=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((run / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["params"] == ranks[1]["params"], "parameters identical across ranks after training"
+    for epoch in {e for r in ranks for e in r["ids"]}:
+        seen = [set(r["ids"].get(epoch, [])) for r in ranks]
+        assert not seen[0] & seen[1], f"epoch {epoch}: a sample was read by both ranks"
+    kinds = [{k for e in r["kinds"].values() for k in e} for r in ranks]
+    assert any(k == {"text"} for k in kinds) or any(len(set(v)) == 1 for r in ranks for v in r["kinds"].values())
+
+
+def test_ddp_resume_reproduces_losses(ddp_data, tmp_path):
+    import csv
+
+    def losses(run):
+        with open(run / "metrics.csv") as f:
+            return {int(r["step"]): r["train/loss"] for r in csv.DictReader(f) if r.get("train/loss")}
+
+    full = run_cli(ddp_data, tmp_path / "a", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3")
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = run_cli(ddp_data, tmp_path / "b", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3",
+                     "--trainer.callbacks+=lightning_helpers.KillAtStep", "--trainer.callbacks.step=5")
+    assert killed.returncode != 0 and (tmp_path / "b" / "checkpoints" / "step=000003.ckpt").is_dir()
+    resumed = run_cli(ddp_data, tmp_path / "b", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3",
+                      f"--ckpt_path={tmp_path / 'b' / 'checkpoints' / 'step=000003.ckpt'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    reference, after = losses(tmp_path / "a"), losses(tmp_path / "b")
+    for step in range(3, 8):
+        assert after[step] == reference[step], f"step {step}"
