@@ -117,7 +117,9 @@ def main() -> None:
     llm_dir = write_llm(Path(args.workdir) / f"llm_{args.hidden}x{args.layers}", args.hidden, args.layers, args.heads,
                         args.kv_heads, args.intermediate, args.vocab)
     torch.manual_seed(0)
-    dtype = "bfloat16" if args.accelerator == "gpu" else "float32"
+    # FSDP flattens each decoder layer's weights into one tensor of one dtype: frozen base and fp32 adapters must
+    # agree there, so FSDP keeps fp32 weights (sharded) and computes in bf16 under autocast
+    dtype = "bfloat16" if args.accelerator == "gpu" and args.strategy != "fsdp" else "float32"
     vision = TimmVisionTower(args.vision, feature_layer=-2, dtype=dtype, image_size=args.image_size)
     llm = LLMTower(str(llm_dir), dtype=dtype)
     vlm = VisionLanguageModel(vision, llm, projector=MLPProjector,

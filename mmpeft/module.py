@@ -108,9 +108,10 @@ class VLMModule(L.LightningModule):
         if isinstance(io, SafetensorsCheckpointIO):
             io.vlm = self.vlm  # so every checkpoint directory is also a loadable model directory
         table = format_trainability(self.vlm.trainability())  # logged by the model at construction
-        if self.trainer.log_dir and self.trainer.is_global_zero:
-            Path(self.trainer.log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(self.trainer.log_dir) / "trainability.md").write_text(table + "\n")
+        log_dir = self.trainer.log_dir  # a collective (broadcast): every rank must call it, and equally often
+        if log_dir and self.trainer.is_global_zero:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(log_dir) / "trainability.md").write_text(table + "\n")
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -277,7 +278,7 @@ class VLMModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         keys = self.checkpoint_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
-        checkpoint["rng"] = _get_rng_state()
+        checkpoint["rng"] = self._rng_states()
         checkpoint["guards"] = {n: g.state_dict() for n, g in zip(self.guard_names, self.guards)}
         checkpoint.pop("hyper_parameters", None)
 
@@ -290,8 +291,21 @@ class VLMModule(L.LightningModule):
                 f"{sorted(saved - keys)[:5]}. Resume with the same model and adapter config; to start a new stage "
                 "from it, use model.init_from instead."
             )
-        self._pending_rng = checkpoint.get("rng")
+        rng = checkpoint.get("rng")
+        if rng is not None and rng["torch"].dim() == 2:  # one row per rank: take this rank's
+            rank = self.global_rank if rng["torch"].shape[0] > self.global_rank else 0
+            rng = {k: v[rank].clone() for k, v in rng.items()}  # clone: set_rng_state ignores a view's offset
+        self._pending_rng = rng
         self._pending_guard_state = checkpoint.get("guards")
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """This process's RNG states; under data parallelism every rank's (``[world, ...]``), since dropout draws
+        differ per rank and a resumed rank must continue its own sequence. Called on every rank."""
+        state = _get_rng_state()
+        if not self._distributed:
+            return state
+        # gathered as int64 (byte tensors do not survive every backend's all_gather), stored back as bytes
+        return {k: self.all_gather(v.to(self.device, torch.int64)).cpu().to(torch.uint8) for k, v in state.items()}
 
 
 def init_from_checkpoint(vlm: VisionLanguageModel, directory: str) -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import MIXED_ROWS, build_vlm, make_batch
 
-from conftest import MIXED_ROWS, TinyDirs, build_vlm, make_batch
 from mmpeft.adapters import AdapterSpec
 from mmpeft.guards import L2SP, KLToBase, Replay
 from mmpeft.module import VLMModule
