@@ -46,7 +46,8 @@ class LLMTower(nn.Module):
                               attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
                               revision=revision)
         common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
-        if name.startswith("zoo:"):  # an embedded default model shipped in a PyPI package
+        from_zoo = name.startswith("zoo:")
+        if from_zoo:  # an embedded default model shipped in a PyPI package
             from mmpeft.zoo import resolve
 
             name = resolve(name)
@@ -56,7 +57,7 @@ class LLMTower(nn.Module):
                 name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
             )
         except OSError as e:
-            if "/mmpeft/" in name or "mmpeft_cache" in name:
+            if from_zoo:
                 from mmpeft.zoo import corrupt_entry_hint
 
                 raise OSError(f"{e}\n{corrupt_entry_hint(name)}") from e
