@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mmpeft.eval.matching import check_same_ids
+
 log = logging.getLogger(__name__)
 
 # The tokens pycocoevalcap's PTBTokenizer drops after tokenising.
@@ -68,13 +70,7 @@ def caption_metrics(predictions: Mapping[Any, str], references: Mapping[Any, Seq
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    if not predictions:
-        raise ValueError("no predictions to score")
-    missing = [k for k in references if k not in predictions]
-    extra = [k for k in predictions if k not in references]
-    if missing or extra:
-        raise ValueError(f"prediction and reference ids differ: {len(missing)} image(s) without a prediction "
-                         f"(e.g. {missing[:3]}), {len(extra)} prediction(s) without references (e.g. {extra[:3]})")
+    check_same_ids(predictions, references, "image")
     for k, refs in references.items():
         if not refs or not all(isinstance(r, str) and r.strip() for r in refs):
             raise ValueError(f"image {k!r} has no (non-empty) reference captions")

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmpeft.eval.matching import check_same_ids
+
 _C = "\u2019"  # the scorer's contraction table uses a right single quotation mark in most entries
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -135,13 +137,7 @@ def vqa_accuracy(predictions: Mapping[Any, str], references: Mapping[Any, Mappin
     Raises:
         ValueError: ids that are not in both, an empty prediction set, a reference without answers.
     """
-    if not predictions:
-        raise ValueError("no predictions to score")
-    missing = [q for q in references if q not in predictions]
-    extra = [q for q in predictions if q not in references]
-    if missing or extra:
-        raise ValueError(f"prediction and reference ids differ: {len(missing)} question(s) without a prediction "
-                         f"(e.g. {missing[:3]}), {len(extra)} prediction(s) without a reference (e.g. {extra[:3]})")
+    check_same_ids(predictions, references, "question")
     overall, per_question = [], {}
     by_qtype_last, by_atype_last = defaultdict(list), defaultdict(list)
     by_qtype_mean, by_atype_mean = defaultdict(list), defaultdict(list)
