@@ -47,7 +47,10 @@ def test_adapted_equals_base_at_initialisation(tiny, probe_files):
     results = compare(vlm, probes(probe_files), progress=False)
     for name, r in results.items():
         assert all(v == 0 for v in r["delta"].values()), (name, r["delta"])
-        assert r["adapted"] == r["base"]
+        adapted = dict(r["adapted"])
+        if "outputs" in adapted:  # generation probes also report agreement with the base: complete here
+            assert adapted.pop("identical_to_base") == 1.0
+        assert adapted == r["base"]
     assert results["ppl"]["adapted"]["tokens"] > 60 and results["mc"]["adapted"]["n"] == 6
 
 
