@@ -25,6 +25,7 @@ from torch import nn
 from mmpeft.adapters.inject import apply_adapter
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
+from mmpeft.packing import PackedLayout, register_varlen_attention
 from mmpeft.projectors import MLPProjector, Projector
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import VisionTower
@@ -47,6 +48,10 @@ class VisionLanguageModel(nn.Module):
         llm_adapter: how the LLM trains (default frozen).
         soft_prompt_tokens: length of a learned prompt prepended to every LLM input (0: none).
         train_projector: False freezes the projector (e.g. stage 2 recipes that keep stage 1's projector).
+        pack_sequences: run the LLM padding-free: a batch's real tokens as one packed sequence with per-row
+            causal attention (``mmpeft.packing``), so padding costs nothing. Same loss and gradients as padded;
+            the LLM's attention becomes ``mmpeft_varlen`` (SDPA for unpacked calls such as generation) unless
+            it already is a flash-attention implementation, which reads the same packed-row arguments.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class VisionLanguageModel(nn.Module):
         llm_adapter: AdapterSpec | None = None,
         soft_prompt_tokens: int = 0,
         train_projector: bool = True,
+        pack_sequences: bool = False,
     ):
         super().__init__()
         self.vision = vision
@@ -74,6 +80,9 @@ class VisionLanguageModel(nn.Module):
         # for every trainable parameter, FSDP the same collective sequence), so a batch without images still runs
         # the vision tower and projector on one blank image and adds zero times the result.
         self.run_vision_always = False
+        self.pack_sequences = pack_sequences
+        if pack_sequences and not llm.model.config._attn_implementation.startswith("flash_attention"):
+            llm.model.set_attn_implementation(register_varlen_attention())
         self.soft_prompt: SoftPrompt | None = None
         if soft_prompt_tokens > 0:
             self.soft_prompt = SoftPrompt(init_soft_prompt(llm, soft_prompt_tokens))
@@ -91,6 +100,7 @@ class VisionLanguageModel(nn.Module):
             "llm_adapter": self.llm_adapter.to_dict(),
             "soft_prompt_tokens": self.soft_prompt.embeddings.shape[0] if self.soft_prompt is not None else 0,
             "train_projector": self.train_projector,
+            "pack_sequences": self.pack_sequences,
         }
 
     @classmethod
@@ -104,6 +114,7 @@ class VisionLanguageModel(nn.Module):
             llm_adapter=AdapterSpec(**config["llm_adapter"]),
             soft_prompt_tokens=config["soft_prompt_tokens"],
             train_projector=config["train_projector"],
+            pack_sequences=config.get("pack_sequences", False),
         )
 
     def trainability(self) -> list[TrainabilityRow]:
@@ -194,11 +205,20 @@ class VisionLanguageModel(nn.Module):
         Returns ``VLMOutput``; ``logits [B, P+T, V]`` only with ``return_logits=True`` (evaluation, tests).
         """
         embeds, mask, labels = self.embed_inputs(input_ids, attention_mask, pixel_values, labels)
-        # Position ids from the mask make left- and right-padded rows equivalent.
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = self.llm.decoder()(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state  # [B, P+T, Dl]
+        if self.pack_sequences:
+            layout = PackedLayout.from_attention_mask(mask)
+            # an all-ones 2D mask: transformers then builds no dense mask; rows are separated by cu_seqlens
+            packed = self.llm.decoder()(
+                inputs_embeds=layout.pack(embeds), attention_mask=torch.ones_like(layout.position_ids),
+                position_ids=layout.position_ids, use_cache=False, **layout.attention_kwargs(),
+            ).last_hidden_state  # [1, N, Dl]
+            hidden = layout.unpack(packed)  # [B, P+T, Dl], zeros at padding
+        else:
+            # Position ids from the mask make left- and right-padded rows equivalent.
+            position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+            hidden = self.llm.decoder()(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state  # [B, P+T, Dl]
         loss, n = None, 0
         if labels is not None:
             loss, n = self.supervised_loss(hidden, labels)

@@ -1,0 +1,152 @@
+"""Padding-free training: the rows of a padded batch packed into one sequence with per-row attention.
+
+A padded batch ``[B, T]`` with ``N`` real tokens costs ``B * T`` positions in every linear layer and ``B * T^2`` in
+attention. Packed, it costs ``N`` and ``sum_i L_i^2``: the real tokens of all rows are laid end to end
+(``[1, N, D]``), each row restarts its position ids at 0, and attention runs per row through cumulative sequence
+lengths (``cu_seqlens``), as flash attention's variable-length kernels take them. Nothing crosses rows, so the
+loss and gradients equal the padded computation's (tested on CPU).
+
+``VARLEN_ATTENTION`` is registered with transformers' ``AttentionInterface``: with ``cu_seq_lens_q`` among the
+attention kwargs it runs torch's variable-length flash attention (CUDA, bf16/fp16) or, elsewhere, exact per-row
+SDPA; without them (generation, evaluation, unpacked batches) it is plain SDPA with SDPA's masks. So one LLM
+serves packed training and padded generation.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+VARLEN_ATTENTION = "mmpeft_varlen"
+
+
+@dataclass
+class PackedLayout:
+    """Where the real tokens of a padded ``[B, T]`` batch go in the packed ``[1, N]`` sequence.
+
+    Attributes:
+        mask: ``[B, T]`` bool, True at real tokens (the packed order is row-major over it).
+        position_ids: ``[1, N]`` positions restarting at 0 for each row.
+        cu_seqlens: ``[B' + 1]`` int32 cumulative lengths of the non-empty rows.
+        max_length: the longest row (a Python int: kernels size their grid with it).
+    """
+
+    mask: torch.Tensor
+    position_ids: torch.Tensor
+    cu_seqlens: torch.Tensor
+    max_length: int
+
+    @classmethod
+    def from_attention_mask(cls, attention_mask: torch.Tensor) -> PackedLayout:
+        """Layout of a right- or left-padded ``[B, T]`` 0/1 mask (real tokens need not be contiguous per row:
+        their order within a row is kept and positions count real tokens only, as the padded path does)."""
+        mask = attention_mask.bool()
+        lengths = mask.sum(dim=1)  # [B]
+        positions = mask.long().cumsum(dim=1) - 1  # [B, T] position of each real token within its row
+        lengths_cpu = lengths.tolist()  # one host sync per step: kernels need the max length as an int
+        kept = [n for n in lengths_cpu if n > 0]
+        cu = torch.zeros(len(kept) + 1, dtype=torch.int32)
+        cu[1:] = torch.tensor(kept, dtype=torch.int32).cumsum(0)
+        return cls(mask=mask, position_ids=positions[mask].unsqueeze(0), cu_seqlens=cu.to(mask.device),
+                   max_length=max(kept, default=0))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[B, T, ...]`` -> ``[1, N, ...]`` (real tokens only)."""
+        return padded[self.mask].unsqueeze(0)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[1, N, D]`` -> ``[B, T, D]`` with zeros at padding (differentiable)."""
+        b, t = self.mask.shape
+        out = packed.new_zeros(b, t, packed.shape[-1])
+        return out.masked_scatter(self.mask.unsqueeze(-1), packed[0])
+
+    def attention_kwargs(self) -> dict[str, object]:
+        """The keyword arguments transformers passes down to every attention call (flash-attention names)."""
+        return {"cu_seq_lens_q": self.cu_seqlens, "cu_seq_lens_k": self.cu_seqlens,
+                "max_length_q": self.max_length, "max_length_k": self.max_length}
+
+
+def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                     is_causal: bool | None = None, **kwargs):
+    """transformers attention function: ``query [1, Hq, N, Dh]``, ``key/value [1, Hkv, N, Dh]`` ->
+    ``([1, N, Hq, Dh], None)``; causal within each packed row given ``cu_seq_lens_q``, else plain SDPA."""
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    if query.shape[0] != 1:
+        raise ValueError(f"packed attention expects one packed row, got batch {query.shape[0]}")
+    if dropout > 0.0 and module.training:
+        raise ValueError("packed attention does not implement attention dropout; set the LLM's attention_dropout=0")
+    max_length = int(kwargs.get("max_length_q") or 0)
+    if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and _torch_varlen() is not None:
+        out = _flash_varlen(query, key, value, cu, max_length, scaling)
+    else:
+        out = _sdpa_per_row(query, key, value, cu, scaling)
+    return out, None
+
+
+def _flash_varlen(query, key, value, cu, max_length, scaling):
+    varlen_attn, causal_kwargs, has_gqa = _torch_varlen()
+    q = query[0].transpose(0, 1)  # [N, Hq, Dh]
+    k = key[0].transpose(0, 1)
+    v = value[0].transpose(0, 1)
+    extra = {}
+    if q.shape[1] != k.shape[1]:
+        if has_gqa:
+            extra["enable_gqa"] = True
+        else:
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    out = varlen_attn(q, k, v, cu, cu, max_length, max_length, scale=scaling, **causal_kwargs, **extra)
+    return out.unsqueeze(0)  # [1, N, Hq, Dh]
+
+
+def _sdpa_per_row(query, key, value, cu, scaling):
+    rep = query.shape[1] // key.shape[1]
+    if rep > 1:
+        key = key.repeat_interleave(rep, dim=1)
+        value = value.repeat_interleave(rep, dim=1)
+    bounds = cu.tolist()
+    rows = [F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], is_causal=True,
+                                           scale=scaling) for s, e in zip(bounds[:-1], bounds[1:])]
+    return torch.cat(rows, dim=2).transpose(1, 2)  # [1, N, Hq, Dh]
+
+
+_VARLEN: tuple | None | bool = False  # False: not looked up yet
+
+
+def _torch_varlen():
+    """``(varlen_attn, causal kwargs, supports enable_gqa)`` of this torch, or None when it has none."""
+    global _VARLEN
+    if _VARLEN is False:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+        except ImportError:
+            _VARLEN = None
+        else:
+            params = inspect.signature(varlen_attn).parameters
+            causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+            _VARLEN = (varlen_attn, causal, "enable_gqa" in params)
+    return _VARLEN
+
+
+def register_varlen_attention() -> str:
+    """Register ``VARLEN_ATTENTION`` with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
+
+    if VARLEN_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        AttentionInterface.register(VARLEN_ATTENTION, varlen_attention)
+        AttentionMaskInterface.register(VARLEN_ATTENTION, sdpa_mask)  # unpacked calls get SDPA's masks
+    return VARLEN_ATTENTION
