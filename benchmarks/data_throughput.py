@@ -68,15 +68,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--text-ratio", type=float, default=0.25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vision", default="tf_efficientnet_lite0",
+                        help="timm model whose image transform runs (e.g. vit_large_patch14_clip_336)")
+    parser.add_argument("--image-tokens", type=int, default=49, help="placeholders per image in rendered rows")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         image_urls, text_urls = write_shards(root, args.samples, args.per_shard, args.image_size)
         tok = LLMTower(str(save_tiny_llm(root / "llm"))).tokenizer
-        # The transform of a real 224px tower (resize + crop + normalise); random weights, never run here.
-        transform = TimmVisionTower("tf_efficientnet_lite0").image_transform
-        processor = SampleProcessor(ChatRenderer(tok, "<image>", num_image_tokens=49, max_length=1024), transform)
+        # The transform of a real tower (resize + crop + normalise); random weights, never run here.
+        vision = TimmVisionTower(args.vision)
+        transform = vision.image_transform
+        processor = SampleProcessor(ChatRenderer(tok, "<image>", num_image_tokens=args.image_tokens,
+                                                 max_length=args.image_tokens + 1024), transform)
         rows = []
         base = None
         for workers in args.workers:
@@ -93,7 +98,9 @@ def main() -> None:
             rate = statistics.median(c / t for c, t in zip(counts, times))
             base = base or rate
             rows.append((workers, statistics.median(counts), rate, rate / base))
-    print(f"\n{args.samples} image samples ({args.image_size}px JPEG -> 224px tensors) + text replay at "
+    size = "x".join(map(str, vision.image_size))
+    print(f"\n{args.samples} image samples ({args.image_size}px JPEG -> {size} tensors, {args.vision}) + text "
+          "replay at "
           f"{args.text_ratio:.0%}, batch {args.batch_size}, median of {args.repeats} epochs\n")
     print("| workers | rows/epoch | samples/s | vs 0 workers |")
     print("| ---: | ---: | ---: | ---: |")

@@ -67,6 +67,7 @@ class Result:
     tflops: float
     mfu: float
     peak_gib: float
+    warmup_s: float  # the untimed first steps (compilation included)
 
 
 def write_llm_config(directory: Path, shape: dict) -> Path:
@@ -186,6 +187,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
+    start = time.perf_counter()
     for batch in batches:
         inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
@@ -198,7 +200,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str)
         ends.append(time.perf_counter())
     peak = peak_gib(device)
     del model, optimizer
-    return [b - a for a, b in zip(ends[:-1], ends[1:])], peak
+    return [b - a for a, b in zip(ends[:-1], ends[1:])], ends[args.warmup] - start, peak
 
 
 # ---------------------------------------------------------------- mmpeft
@@ -241,11 +243,12 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str)
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer])
+    start = time.perf_counter()
     loader = DataLoader([{k: v for k, v in b.items() if k != "text_lengths"} for b in batches], batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     peak = peak_gib(device)
     del trainer, module, vlm
-    return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], peak
+    return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], timer.ends[args.warmup] - start, peak
 
 
 def main() -> None:
@@ -294,21 +297,21 @@ def main() -> None:
         free(args.device)
         runner = run_peer if system == "peer" else run_mmpeft
         where = shape if system == "peer" else llm_dir
-        steps, peak = runner(args, where, vis, batches, args.device)
+        steps, warmup, peak = runner(args, where, vis, batches, args.device)
         timed = range(args.warmup, len(steps))  # step i ends batch i+1
         step_s = statistics.median(steps[i] for i in timed)
         tok_s = statistics.median(tokens[i + 1] / steps[i] for i in timed)
         tflops = statistics.median(flops[i + 1] / steps[i] for i in timed) / 1e12
         results.append(Result("peer" if system == "peer" else label, step_s, tok_s, tflops, tflops / peak_tflops,
-                              peak))
+                              peak, warmup))
     print(f"\n{args.shapes}, batch {args.batch}, text {args.text} (median {text_len}), checkpointing "
           f"{args.checkpointing}; {args.device}, matmul peak {peak_tflops:.0f} TFLOP/s; padded/real tokens "
           f"{padded:.2f}")
-    print("| system | step s | real tokens/s | useful TFLOP/s | MFU | peak GiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| system | step s | real tokens/s | useful TFLOP/s | MFU | peak GiB | warm-up s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in results:
         print(f"| {r.system} | {r.step_s:.3f} | {r.tokens_per_s:,.0f} | {r.tflops:.0f} | {r.mfu:.1%} | "
-              f"{r.peak_gib:.1f} |")
+              f"{r.peak_gib:.1f} | {r.warmup_s:.0f} |")
     peer = next((r for r in results if r.system == "peer"), None)
     for r in results:
         if peer is not None and r is not peer:

@@ -102,7 +102,13 @@ class VLMModule(L.LightningModule):
             enable_gradient_checkpointing(vlm, float(gradient_checkpointing))
         if compile_llm_layers:
             backend = compile_llm_layers if isinstance(compile_llm_layers, str) else "inductor"
-            for layer in decoder_layers(vlm):
+            layers = decoder_layers(vlm)
+            # layers differ in constants dynamo guards on (layer_idx): one compiled entry each, so the per-code
+            # recompile limit (default 8) must cover them all or the rest silently run eagerly
+            config = torch._dynamo.config
+            name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+            setattr(config, name, max(getattr(config, name), 2 * len(layers) + 8))
+            for layer in layers:
                 layer.compile(backend=backend)
         if init_from is not None:
             init_from_checkpoint(vlm, init_from)
@@ -122,6 +128,12 @@ class VLMModule(L.LightningModule):
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "trainability.md").write_text(table + "\n")
+
+    def on_train_start(self) -> None:
+        # Towers are built in eval mode (frozen) and Lightning keeps every module's mode as it finds it; adapter
+        # dropout and activation checkpointing only act in training mode. Frozen BatchNorm stays in eval mode
+        # (VisionTower.train), and frozen bases have no dropout of their own.
+        self.vlm.train()
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -40,3 +40,37 @@ class RecordRanks(Callback):
         path.mkdir(parents=True, exist_ok=True)
         (path / f"rank{trainer.global_rank}.json").write_text(
             json.dumps({"ids": self.ids, "kinds": self.kinds, "params": params}))
+
+
+class RecordTrainingModes(Callback):
+    """Per training step: whether the LLM and its adapters' dropout are in training mode, and how often the first
+    decoder layer ran (twice per step when activation checkpointing recomputes it). Written to ``path`` (JSON)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.steps: list[dict] = []
+        self.calls = 0
+
+    def on_train_start(self, trainer, pl_module):
+        from mmpeft.module import decoder_layers
+
+        def count(*_):
+            self.calls += 1
+
+        # a pre-hook on the layer's first child: transformers checkpoints ``forward`` (the layer's own hooks stay
+        # outside), and recomputation stops early once the tensors backward needs exist again
+        next(iter(decoder_layers(pl_module.vlm)[0].children())).register_forward_pre_hook(count)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import torch
+
+        dropouts = [m.training for n, m in pl_module.vlm.llm.named_modules()
+                    if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+        self.steps.append({"llm_training": pl_module.vlm.llm.model.training, "adapter_dropout": dropouts,
+                           "calls_before": self.calls})
+
+    def on_train_end(self, trainer, pl_module):
+        import json
+
+        with open(self.path, "w") as f:
+            json.dump({"steps": self.steps, "calls": self.calls}, f)

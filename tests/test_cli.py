@@ -153,8 +153,18 @@ def test_presets_parse(preset, capsys):
 
 
 def test_bf16_mixed_and_gradient_checkpointing_train_on_cpu(towers, tmp_path):
+    """Towers are built in eval mode (frozen); training must still run the LLM in training mode, or adapter
+    dropout and activation checkpointing silently do nothing."""
     run = tmp_path / "bf16"
+    record = tmp_path / "modes.json"
     cli_main(fit_args(towers, run, "--config", "configs/peft/lora_both.yaml", "--trainer.precision=bf16-mixed",
-                      "--model.gradient_checkpointing=true", "--trainer.max_steps=2"))
+                      "--model.gradient_checkpointing=true", "--trainer.max_steps=2",
+                      "--model.vlm.llm_adapter.dropout=0.1",
+                      "--trainer.callbacks+=lightning_helpers.RecordTrainingModes",
+                      f"--trainer.callbacks.path={record}"))
     values = [float(v) for v in losses(run).values()]
     assert len(values) == 2 and all(v == v and v > 0 for v in values)
+    modes = json.loads(record.read_text())
+    assert all(s["llm_training"] and s["adapter_dropout"] and all(s["adapter_dropout"]) for s in modes["steps"])
+    # forward + recomputation in backward, per step (the first layer sees the one packed or padded batch)
+    assert modes["calls"] == 2 * len(modes["steps"])

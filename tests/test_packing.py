@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from conftest import MIXED_ROWS, build_vlm, make_batch
+
 from mmpeft.adapters import AdapterSpec
 from mmpeft.packing import PackedLayout, varlen_attention
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import build_vlm, make_batch
 
-from conftest import MIXED_ROWS, build_vlm, make_batch
 from mmpeft.adapters import AdapterSpec
 from mmpeft.module import VLMModule, decoder_layers
 
