@@ -152,6 +152,19 @@ def test_presets_parse(preset, capsys):
     assert "class_path: mmpeft.towers." in capsys.readouterr().out
 
 
+def test_packed_rows_train_through_the_cli_with_the_padded_loss(towers, tmp_path):
+    common = ("--config", "configs/peft/lora_both.yaml", "--trainer.max_steps=2", "--model.vlm.llm_adapter.dropout=0",
+              "--model.vlm.vision_adapter.dropout=0")
+    cli_main(fit_args(towers, tmp_path / "padded", *common))
+    cli_main(fit_args(towers, tmp_path / "packed", *common, "--model.vlm.pack_sequences=true"))
+    padded, packed = losses(tmp_path / "padded"), losses(tmp_path / "packed")
+    assert padded.keys() == packed.keys() and len(padded) == 2
+    for step in padded:
+        assert float(packed[step]) == pytest.approx(float(padded[step]), rel=1e-4)
+    saved = load_pretrained(tmp_path / "packed" / "checkpoints" / "last.ckpt")
+    assert saved.pack_sequences
+
+
 def test_bf16_mixed_and_gradient_checkpointing_train_on_cpu(towers, tmp_path):
     """Towers are built in eval mode (frozen); training must still run the LLM in training mode, or adapter
     dropout and activation checkpointing silently do nothing."""
