@@ -103,13 +103,19 @@ class PooledMLPProjector(MLPProjector):
 
     For long patch sequences (576 tokens of a 336px ViT-L/14 -> 144 with ``output_grid=12``). The input must be a
     square grid in row-major order (what both vision towers emit with prefix tokens dropped).
+
+    ``position_embedding=True`` adds a learned vector per output cell to the pooled features before the MLP
+    (zero-initialised): CNN feature maps carry little absolute position, and the MLP can then bind "what" to
+    "where" before the LLM sees the tokens.
     """
 
     def __init__(self, vision_dim: int, llm_dim: int, output_grid: int = 4, hidden_dim: int | None = None,
-                 num_layers: int = 2, input_norm: Literal["none", "layernorm", "batchnorm"] = "none"):
+                 num_layers: int = 2, input_norm: Literal["none", "layernorm", "batchnorm"] = "none",
+                 position_embedding: bool = False):
         super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
         self.output_grid = output_grid
-        self.init_args = dict(self.init_args, output_grid=output_grid)
+        self.init_args = dict(self.init_args, output_grid=output_grid, position_embedding=position_embedding)
+        self.position = nn.Parameter(torch.zeros(output_grid**2, vision_dim)) if position_embedding else None
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
         self._grid_side(num_input_tokens)
@@ -132,7 +138,10 @@ class PooledMLPProjector(MLPProjector):
         side = self._grid_side(n)
         grid = x.transpose(1, 2).reshape(b, d, side, side)  # [B, Dv, S, S]
         pooled = F.adaptive_avg_pool2d(grid, self.output_grid).flatten(2).transpose(1, 2)  # [B, G*G, Dv]
-        return self.mlp(self.normalize(pooled))
+        features = self.normalize(pooled)
+        if self.position is not None:
+            features = features + self.position.to(features.dtype)
+        return self.mlp(features)
 
 
 class PerceiverResampler(Projector):

@@ -44,3 +44,19 @@ def test_projector_bad_input():
         PooledMLPProjector(8, 8).num_output_tokens(17)
     with pytest.raises(ValueError, match=r"expects vision tokens \[B, N, 8\]"):
         MLPProjector(8, 8)(torch.randn(2, 4, 9))
+
+
+def test_pooled_projector_position_embedding_marks_cells():
+    """Zero-initialised (the same output as without it at start); once trained, identical cell contents in
+    different cells give different tokens."""
+    torch.manual_seed(0)
+    plain = PooledMLPProjector(8, 16, output_grid=2)
+    torch.manual_seed(0)
+    placed = PooledMLPProjector(8, 16, output_grid=2, position_embedding=True)
+    x = torch.ones(1, 16, 8)  # every cell holds the same features
+    torch.testing.assert_close(placed(x), plain(x))
+    assert placed.init_args["position_embedding"] and placed.position.requires_grad
+    with torch.no_grad():
+        placed.position.normal_()
+    out = placed(x)[0]
+    assert not torch.allclose(out[0], out[1])

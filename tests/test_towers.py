@@ -95,3 +95,29 @@ def test_llm_tower_dtype(tiny):
     assert tower.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="Unknown dtype 'bf32'"):
         LLMTower(str(tiny.llm), dtype="bf32")
+
+
+@pytest.mark.parametrize("family", ["timm_cnn", "timm_vit"])
+def test_prefix_cache_equals_the_uncached_forward(tiny, family):
+    """Cached-prefix features (an early layer inside the prefix, one after it, the final features) equal the
+    uncached tower's on a miss and on a hit, and hits skip the prefix."""
+    if family == "timm_cnn":
+        kwargs = dict(name="tf_efficientnet_lite0", checkpoint_path=str(tiny.timm_cnn), image_size=64,
+                      feature_layer=[1, -2, None])
+        blocks = 5  # stage_ends: layer 1 ends inside the prefix, layer -2 (index 3) after it
+    else:
+        kwargs = dict(name="vit_tiny_patch16_224", checkpoint_path=str(tiny.timm_vit), image_size=32,
+                      model_kwargs=TINY_TIMM_VIT_KWARGS, feature_layer=[0, 1])
+        blocks = 1
+    plain = TimmVisionTower(**kwargs)
+    cached = TimmVisionTower(**kwargs, cache_prefix_blocks=blocks)
+    x = torch.randn(3, 3, *plain.image_size, generator=torch.Generator().manual_seed(0))
+    before = cached.prefix_cache.stats()  # construction probes the token shape once
+    with torch.no_grad():
+        expected = plain(x)
+        miss = cached(x)
+        hit = cached(x[[2, 0]])
+    torch.testing.assert_close(miss, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hit, expected[[2, 0]], rtol=1e-5, atol=1e-5)
+    after = cached.prefix_cache.stats()
+    assert {k: after[k] - before[k] for k in after} == {"entries": 3, "hits": 2, "misses": 3}

@@ -2,7 +2,8 @@
 
 When only a tower's last blocks are adapted (or the tower is frozen), the activations after block K never change
 for a given image, so ``PrefixCache`` keeps them, keyed by a hash of the image's pixel tensor, and each forward runs
-only the blocks after K. Output equals the uncached forward (up to float reassociation across batch sizes).
+only the blocks after K. Feature layers inside the prefix (an early stage taken beside the last one) are cached
+with them. Output equals the uncached forward (up to float reassociation across batch sizes).
 
 Supported families: timm ViTs (``patch_embed``/``blocks``/``norm``) and EfficientNet/MobileNet-style CNNs
 (``conv_stem``/``bn1``/``blocks``/``conv_head``/``bn2`` with ``stage_ends``).
@@ -52,39 +53,52 @@ class PrefixCache:
         return stem + list(model.blocks[: self.blocks])
 
     @torch.no_grad()
-    def _prefix(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _prefix(self, model: nn.Module, x: torch.Tensor, inside: dict[int, int]) -> list[torch.Tensor]:
+        """``[activations after the prefix, then the block outputs at the counts in ``inside``, in its order]``."""
         if self.family == "vit":
             h = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
         else:
             h = model.bn1(model.conv_stem(x))
-        for blk in model.blocks[: self.blocks]:
+        taken: dict[int, torch.Tensor] = {}
+        for count, blk in enumerate(model.blocks[: self.blocks], start=1):
             h = blk(h)
-        return h
+            if count in inside:
+                taken[count] = h
+        return [h] + [taken[count] for count in inside]
 
-    def prefix(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Activations after the prefix for a batch, from the cache where possible."""
+    def prefix(self, model: nn.Module, x: torch.Tensor, take: list[int] = ()) -> tuple[torch.Tensor, dict]:
+        """Activations after the prefix for a batch, and the feature layers of ``take`` that lie inside it
+        (``{index: [B, ...]}``), from the cache where possible."""
+        inside = {block_count(model, i): i for i in take if block_count(model, i) <= self.blocks}
         keys = [hashlib.blake2b(img.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
                 for img in x]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         computed = {}
         if missing:
-            out = self._prefix(model, x[missing])
+            outs = self._prefix(model, x[missing], inside)
             for j, i in enumerate(missing):
-                computed[keys[i]] = out[j]
+                computed[keys[i]] = [o[j] for o in outs]
                 if len(self.store) < self.max_entries:
-                    self.store[keys[i]] = out[j].clone()
+                    self.store[keys[i]] = [o[j].clone() for o in outs]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
-        return torch.stack([computed[k] if k in computed else self.store[k] for k in keys])
+        rows = [computed[k] if k in computed else self.store[k] for k in keys]
+        if any(len(r) != 1 + len(inside) for r in rows):
+            raise ValueError("the prefix cache was filled for other feature layers; build a new tower")
+        stacked = [torch.stack([r[n] for r in rows]) for n in range(1 + len(inside))]
+        return stacked[0], {index: t for index, t in zip(inside.values(), stacked[1:])}
 
-    def suffix(self, model: nn.Module, h: torch.Tensor, take: list[int], want_final: bool, output_fmt: str
-               ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """Run the blocks after the prefix: ``(final features or None, intermediates at ``take``)``."""
-        wanted = {block_count(model, i): i for i in take}
+    def suffix(self, model: nn.Module, h: torch.Tensor, take: list[int], want_final: bool, output_fmt: str,
+               inside: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """Run the blocks after the prefix: ``(final features or None, intermediates at ``take``)``; layers of
+        ``take`` inside the prefix come from ``inside`` (what ``prefix`` returned)."""
+        inside = dict(inside or {})
+        wanted = {block_count(model, i): i for i in take if i not in inside}
         if any(count <= self.blocks for count in wanted):
-            raise ValueError(f"feature layers {take} lie inside the cached prefix of {self.blocks} blocks")
-        out: dict[int, torch.Tensor] = {}
-        last = len(model.blocks) if want_final else max(wanted)
+            raise ValueError(f"feature layers {take} lie inside the cached prefix of {self.blocks} blocks; "
+                             "pass the ones prefix() returned")
+        out: dict[int, torch.Tensor] = dict(inside)
+        last = len(model.blocks) if want_final else max(wanted, default=self.blocks)
         for count in range(self.blocks + 1, last + 1):
             h = model.blocks[count - 1](h)
             if count in wanted:

@@ -295,9 +295,10 @@ class TimmVisionTower(VisionTower):
         with_prefix = self.keep_prefix_tokens and self.num_prefix_tokens > 0
         if self.prefix_cache is not None:
             self._check_prefix_frozen()
+            h, inside = self.prefix_cache.prefix(self.model, pixel_values, self._take)
             final, intermediates = self.prefix_cache.suffix(
-                self.model, self.prefix_cache.prefix(self.model, pixel_values), self._take, "final" in self._order,
-                "NLC" if self._is_token_model else "NCHW")
+                self.model, h, self._take, "final" in self._order, "NLC" if self._is_token_model else "NCHW",
+                inside)
             for index, feat in zip(self._take, intermediates):
                 features[index] = (torch.cat([feat[1], feat[0]], dim=1) if with_prefix else feat[0]) \
                     if isinstance(feat, tuple) else feat
