@@ -93,14 +93,18 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
 
 
 def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
-    tokens = 1024 if quick else 4096
+    tokens = 512 if quick else 4096
+    limit = 6 if quick else None  # --quick checks the pipeline, not the scores
     return [
-        PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=512, max_tokens=tokens // 2),
+        PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=256 if quick else 512,
+                        max_tokens=tokens // 2),
         PerplexityProbe("ppl_prose", str(PROBES / "prose.txt"), window=256, max_tokens=tokens),
-        MultipleChoiceProbe("mc_knowledge", str(PROBES / "knowledge_mc.jsonl")),
-        MultipleChoiceProbe("mc_arithmetic", str(PROBES / "arithmetic_mc.jsonl")),
-        ExactMatchProbe("instructions", str(PROBES / "instruction_em.jsonl"), max_new_tokens=24),
-        ChatStyleProbe("chat", str(PROBES / "chat_prompts.jsonl"), max_new_tokens=32),
+        MultipleChoiceProbe("mc_knowledge", str(PROBES / "knowledge_mc.jsonl"), limit=limit),
+        MultipleChoiceProbe("mc_arithmetic", str(PROBES / "arithmetic_mc.jsonl"), limit=limit),
+        ExactMatchProbe("instructions", str(PROBES / "instruction_em.jsonl"), max_new_tokens=8 if quick else 24,
+                        limit=limit),
+        ChatStyleProbe("chat", str(PROBES / "chat_prompts.jsonl"), max_new_tokens=8 if quick else 32,
+                       limit=4 if quick else None),
     ]
 
 
@@ -124,7 +128,7 @@ def train(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: 
             f"--trainer.callbacks.probes.path={PROBES / 'prose.txt'}",
             "--trainer.callbacks.probes.window=256", f"--trainer.callbacks.probes.max_tokens={512 if quick else 1024}",
             f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
-            f"--trainer.callbacks.vqa_limit={16 if quick else 32}"]
+            f"--trainer.callbacks.vqa_limit={16 if quick else 24}"]
     if guard:
         # the same image rows per step as the plain run, plus ~25% text-only rows for the KL term
         args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
@@ -171,7 +175,8 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     say(f"evaluating '{run_dir.name}': VQA, captions, text probes (adapted and base)")
     scores, predictions = evaluate(vlm, renderer, vqa=str(paths["bench"] / "test_vqa"),
                                    captions=str(paths["bench"] / "test_captions"), probes=probes(paths, quick),
-                                   batch_size=32, max_new_tokens={"vqa": 6, "captions": 32}, base_cache=base_cache)
+                                   batch_size=32, max_new_tokens={"vqa": 6, "captions": 12 if quick else 24},
+                                   base_cache=base_cache)
     per_type_n: dict[str, int] = {}
     for p in predictions:
         if p["task"] == "vqa":
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> str:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 150; quick 4)")
+    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 100; quick 4)")
     parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -273,7 +278,7 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (4 if args.quick else 150)
+    steps = args.steps or (4 if args.quick else 100)
     say(f"preparing towers in {cache_root()} (first run converts them: about 30 s)")
     resolve("zoo:smollm2-135m-instruct")
     resolve("zoo:efficientnet-lite0")

@@ -150,13 +150,14 @@ class MultipleChoiceProbe(TextProbe):
         name: the probe's name in reports.
         path: JSONL with ``{"id", "query", "choices": [str], "gold": int}`` lines.
         delimiter: between query and choice (lm-eval's ``target_delimiter``).
+        limit: use only the first ``limit`` items (smoke runs).
     """
 
     kind = "multiple_choice"
 
-    def __init__(self, name: str, path: str, delimiter: str = " ", batch_size: int = 16):
+    def __init__(self, name: str, path: str, delimiter: str = " ", batch_size: int = 16, limit: int | None = None):
         self.name, self.path, self.delimiter, self.batch_size = name, path, delimiter, batch_size
-        self.items = read_jsonl(path, {"query": str, "choices": list, "gold": int})
+        self.items = read_jsonl(path, {"query": str, "choices": list, "gold": int})[:limit]
         for i, item in enumerate(self.items):
             if not 0 <= item["gold"] < len(item["choices"]):
                 raise ValueError(f"{path}: item {item.get('id', i)!r} has gold={item['gold']} outside its "
@@ -210,15 +211,16 @@ class ExactMatchProbe(TextProbe):
         path: JSONL with ``{"id", "prompt", "answers": [str]}`` lines.
         use_chat_template: wrap the prompt as a user turn with the tokenizer's chat template.
         max_new_tokens: generation budget.
+        limit: use only the first ``limit`` items (smoke runs).
     """
 
     kind = "exact_match"
 
     def __init__(self, name: str, path: str, use_chat_template: bool = True, max_new_tokens: int = 16,
-                 batch_size: int = 16):
+                 batch_size: int = 16, limit: int | None = None):
         self.name, self.path, self.use_chat_template = name, path, use_chat_template
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.items = read_jsonl(path, {"prompt": str, "answers": list})
+        self.items = read_jsonl(path, {"prompt": str, "answers": list})[:limit]
 
     def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
         hits = contains = 0
@@ -250,13 +252,15 @@ class ChatStyleProbe(TextProbe):
         name: the probe's name in reports.
         path: JSONL with ``{"id", "prompt"}`` lines.
         max_new_tokens: generation budget per answer.
+        limit: use only the first ``limit`` prompts (smoke runs).
     """
 
     kind = "chat_style"
 
-    def __init__(self, name: str, path: str, max_new_tokens: int = 24, batch_size: int = 16):
+    def __init__(self, name: str, path: str, max_new_tokens: int = 24, batch_size: int = 16,
+                 limit: int | None = None):
         self.name, self.path, self.max_new_tokens, self.batch_size = name, path, max_new_tokens, batch_size
-        self.items = read_jsonl(path, {"prompt": str})
+        self.items = read_jsonl(path, {"prompt": str})[:limit]
 
     def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
         outputs = []
