@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> str:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--steps", type=int, default=None, help="VL training steps per run (default 150; quick 4; 100 takes ~19 min on 2 cores but learns less)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="VL training steps per run (default 150; quick 4; 100: ~19 min on 2 cores, learns less)")
     parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
