@@ -88,6 +88,10 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError(f"packed attention expects one packed row, got batch {query.shape[0]}")
     if dropout > 0.0 and module.training:
         raise ValueError("packed attention does not implement attention dropout; set the LLM's attention_dropout=0")
+    unsupported = [k for k in ("sliding_window", "softcap", "s_aux") if kwargs.get(k) not in (None, 0, False)]
+    if unsupported:
+        raise NotImplementedError(f"packed attention does not implement {unsupported} (this LLM uses them); set "
+                                  "model.vlm.pack_sequences=false, or use attn_implementation=flash_attention_2")
     max_length = int(kwargs.get("max_length_q") or 0)
     if query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and _torch_varlen() is not None:
         out = _flash_varlen(query, key, value, cu, max_length, scaling)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import MIXED_ROWS, build_vlm, make_batch
 
@@ -82,3 +83,10 @@ def test_per_row_attention_does_not_cross_rows():
                                                            v[:, :, :3].repeat_interleave(2, 1), is_causal=True,
                                                            scale=0.5)
     torch.testing.assert_close(out[:, :3], ref.transpose(1, 2))
+
+
+def test_unsupported_attention_variants_are_refused():
+    q = torch.zeros(1, 2, 4, 8)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(NotImplementedError, match="sliding_window"):
+        varlen_attention(torch.nn.Module(), q, q, q, None, cu_seq_lens_q=cu, max_length_q=4, sliding_window=4096)
