@@ -141,7 +141,7 @@ def main() -> None:
                         precision="bf16-mixed" if cuda else "32-true",
                         max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
-                        use_distributed_sampler=False)
+                        use_distributed_sampler=False, default_root_dir=args.workdir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=None, num_workers=2))

@@ -14,6 +14,7 @@ serves packed training and padded generation.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -52,10 +53,6 @@ class PackedLayout:
         cu[1:] = torch.tensor(kept, dtype=torch.int32).cumsum(0)
         return cls(mask=mask, position_ids=positions[mask].unsqueeze(0), cu_seqlens=cu.to(mask.device),
                    max_length=max(kept, default=0))
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.cu_seqlens[-1])
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """``[B, T, ...]`` -> ``[1, N, ...]`` (real tokens only)."""
@@ -127,22 +124,16 @@ def _sdpa_per_row(query, key, value, cu, scaling):
     return torch.cat(rows, dim=2).transpose(1, 2)  # [1, N, Hq, Dh]
 
 
-_VARLEN: tuple | None | bool = False  # False: not looked up yet
-
-
+@functools.cache
 def _torch_varlen():
     """``(varlen_attn, causal kwargs, supports enable_gqa)`` of this torch, or None when it has none."""
-    global _VARLEN
-    if _VARLEN is False:
-        try:
-            from torch.nn.attention.varlen import varlen_attn
-        except ImportError:
-            _VARLEN = None
-        else:
-            params = inspect.signature(varlen_attn).parameters
-            causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
-            _VARLEN = (varlen_attn, causal, "enable_gqa" in params)
-    return _VARLEN
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters  # the keyword for causality changed across releases
+    causal = {"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)}
+    return varlen_attn, causal, "enable_gqa" in params
 
 
 def register_varlen_attention() -> str:
