@@ -5,12 +5,15 @@
    CPython's ``pydoc_data`` topics (three quarters of them), and the text probes: perplexity on the held-out
    quarter of the topics and on out-of-domain prose, multiple-choice knowledge and arithmetic, chat instructions.
 3. Two training runs with the same VL steps: ``plain`` (projector + LoRA in both towers) and ``kl`` (the same
-   plus KL to the frozen base LLM on 25% text-only rows; its batches carry extra text rows so both runs see the
-   same image rows per step).
+   plus KL to the frozen base LLM on 20% text-only rows; its batches carry extra text rows so both runs see the
+   same image rows per step). They train side by side in two processes, the CPU threads split between them
+   (``--jobs 1``: one after the other); a status line shows both.
 4. Evaluation of both: VQA accuracy per question type against the majority-answer baselines with 95% intervals,
-   CIDEr-D against a constant caption, every text probe on the adapted model and its base.
-5. A report (``report.md``, ``report.json``, plots) in the run directory, and the table on stdout.
+   CIDEr-D against a constant caption, every text probe on the adapted model and its base (computed once).
+5. A report (``report.md``, ``demo.json``, plots) in the run directory, and the table on stdout. Each job's full
+   output is in ``<run>/train.log`` and ``<run>/eval.log``.
 
+The recipe (features, learning rates, steps) and why: ``docs/demo-recipe.md``.
 ``--quick`` runs the same pipeline on a few samples and steps (CI).
 """
 
@@ -20,14 +23,19 @@ import argparse
 import json
 import logging
 import math
+import multiprocessing
+import os
 import random
+import sys
 import time
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mmpeft.callbacks.progress import read_progress
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.schema import make_record
@@ -42,6 +50,10 @@ from mmpeft.zoo import cache_root, resolve
 
 log = logging.getLogger(__name__)
 PROBES = files("mmpeft") / "resources" / "probes" / "v1"
+STEPS = 120  # VL steps per run by default
+REPLAY_WORDS = 8  # words of pydoc text per replay row: about 37 tokens with the prompt (16 words: 49, max 100)
+TEXT_RATIO = 0.2  # the kl run's share of text-only rows: 2 of 10 rows at batch 8
+RUNS = (("plain", False), ("kl", True))  # (name, KL-to-base guard)
 
 
 def say(message: str) -> None:
@@ -65,16 +77,16 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
                         questions_per_scene=3, eval_per_type=8 if quick else 60,
                         samples_per_shard=64 if quick else 500)
     replay_topics, probe_topics = pydoc_split()
-    replay = root / "replay-pydoc-16w"
+    replay = root / f"replay-pydoc-{REPLAY_WORDS}w"
     if not (replay / MANIFEST).exists():
         say("writing the text-only replay corpus (pydoc topics)")
         rng = random.Random(seed)
         chunks = []
         for name, text in replay_topics:
-            # short spans: replay rows as long as VQA rows, so mixed batches do not pad to the text rows
+            # short spans: replay rows no longer than VQA rows, so mixed batches do not pad to the text rows
             words = text.split()
-            for start in range(0, max(1, len(words) - 16), 16):
-                chunks.append((name, " ".join(words[start : start + 16])))
+            for start in range(0, max(1, len(words) - REPLAY_WORDS), REPLAY_WORDS):
+                chunks.append((name, " ".join(words[start : start + REPLAY_WORDS])))
         rng.shuffle(chunks)
 
         def prepare(item: tuple[int, tuple[str, str]]) -> PreparedSample:
@@ -108,18 +120,19 @@ def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
     ]
 
 
-def train(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, guard: bool,
-          quick: bool) -> Path:
-    from mmpeft.cli import cli_main
-
+def train_args(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, guard: bool,
+               quick: bool) -> list[str]:
+    """``mmpeft fit`` arguments of one demo run (``configs/`` presets + the demo's data, steps and probes)."""
     run_dir = out / name
-    ratio = 0.25
     args = ["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/model/demo.yaml",
             "--config", "configs/peft/demo.yaml",
             f"--data.train_shards={paths['bench'] / 'train'}", f"--data.batch_size={batch_size}",
             "--data.num_workers=0", "--data.shuffle_buffer=500", f"--run_dir={run_dir}",
             f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=5",
+            "--trainer.enable_progress_bar=false",  # runs in the background: progress.json feeds the status line
             f"--checkpoint_every_n_steps={steps}", "--keep_checkpoints=1",
+            "--trainer.callbacks+=mmpeft.callbacks.progress.ProgressFile",
+            f"--trainer.callbacks.path={run_dir / 'progress.json'}",
             "--trainer.callbacks+=mmpeft.callbacks.probes.ForgettingProbes",
             f"--trainer.callbacks.every_n_steps={max(1, steps // 2)}", "--trainer.callbacks.max_new_tokens=6",
             "--trainer.callbacks.batch_size=32",
@@ -130,14 +143,10 @@ def train(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: 
             f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
             f"--trainer.callbacks.vqa_limit={16 if quick else 24}"]
     if guard:
-        # the same image rows per step as the plain run, plus ~25% text-only rows for the KL term
+        # the same image rows per step as the plain run, plus TEXT_RATIO text-only rows for the KL term
         args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
-                 f"--data.text_ratio={ratio}", f"--data.batch_size={round(batch_size / (1 - ratio))}"]
-    say(f"training '{name}' for {steps} steps" + (" with KL-to-base on text rows" if guard else ""))
-    start = time.perf_counter()
-    cli_main(args)
-    say(f"'{name}' trained in {time.perf_counter() - start:.0f} s")
-    return run_dir
+                 f"--data.text_ratio={TEXT_RATIO}", f"--data.batch_size={round(batch_size / (1 - TEXT_RATIO))}"]
+    return args
 
 
 def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -265,30 +274,144 @@ def report(out: Path, runs: dict[str, dict[str, Any]], base: dict[str, Any], sec
     return text
 
 
+@dataclass
+class Job:
+    """One background step of the demo: a training run or an evaluation, run in its own process."""
+
+    name: str
+    kind: str  # "train" or "eval"
+    payload: dict[str, Any]
+    log: Path
+    after: tuple[str, ...] = ()
+    process: Any = None
+    threads: int = 0
+
+
+def _run_job(kind: str, payload: dict[str, Any], threads: int, log_path: str) -> None:
+    """A job's process: output to ``log_path``, ``threads`` torch threads, then train or evaluate."""
+    log = open(log_path, "a", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(threads)
+    if kind == "train":
+        from mmpeft.cli import cli_main
+
+        cli_main(payload["args"])
+        return
+    base_file = Path(payload["base_file"])
+    base_cache = json.loads(base_file.read_text()) if base_file.exists() else {}
+    evaluate_run(Path(payload["run_dir"]), payload["paths"], payload["quick"], base_cache)
+    if not base_file.exists():  # the first evaluation computed the base model's probes: later ones reuse them
+        tmp = base_file.with_name(base_file.name + ".tmp")
+        tmp.write_text(json.dumps(base_cache, default=str))
+        os.replace(tmp, base_file)
+
+
+def run_jobs(jobs: list[Job], parallel: int, cpus: int, status_every: float = 20.0) -> None:
+    """Runs ``jobs`` in spawned processes, at most ``parallel`` at a time, each after the jobs it names in ``after``.
+
+    CPU threads are split between the jobs that run together (a 2-core machine trains two runs side by side
+    with one thread each: about 1.4x the throughput of one 2-thread run after the other, measured on the
+    project machine). A status line is printed every ``status_every`` seconds. A failing job stops the others
+    and raises ``SystemExit`` with the tail of its log.
+    """
+    context = multiprocessing.get_context("spawn")
+    pending, running, done = list(jobs), [], set()
+    last_status = time.perf_counter()
+    try:
+        while pending or running:
+            for job in list(running):
+                if job.process.is_alive():
+                    continue
+                running.remove(job)
+                if job.process.exitcode != 0:
+                    tail = "".join(job.log.read_text(errors="replace").splitlines(keepends=True)[-25:])
+                    raise SystemExit(f"demo: {job.name} {job.kind} failed (exit code {job.process.exitcode}); "
+                                     f"last lines of {job.log}:\n{tail}")
+                done.add((job.name, job.kind))
+                say(f"'{job.name}' {'trained' if job.kind == 'train' else 'evaluated'}")
+            ready = [j for j in pending if all(tuple(a.split("/")) in done for a in j.after)]
+            ready = ready[: max(0, parallel - len(running))]
+            free = cpus - sum(j.threads for j in running)
+            for job in ready:
+                job.threads = max(1, free // len(ready))
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                job.process = context.Process(target=_run_job, args=(job.kind, job.payload, job.threads,
+                                                                     str(job.log)), name=f"{job.name}-{job.kind}")
+                job.process.start()
+                pending.remove(job)
+                running.append(job)
+                say(f"{'training' if job.kind == 'train' else 'evaluating'} '{job.name}' "
+                    f"({job.threads} thread{'s' * (job.threads > 1)}; log {job.log})")
+            if running and time.perf_counter() - last_status >= status_every:
+                say(" | ".join(_status(j) for j in running))
+                last_status = time.perf_counter()
+            time.sleep(0.5)
+    finally:
+        for job in running:
+            if job.process.is_alive():
+                job.process.terminate()
+                job.process.join(10)
+
+
+def _status(job: Job) -> str:
+    if job.kind != "train":
+        return f"{job.name}: evaluating"
+    progress = read_progress(job.log.parent / "progress.json")
+    if not progress or not progress["step"]:
+        return f"{job.name}: starting"
+    eta = progress["eta_s"]
+    loss = "" if progress["loss"] is None else f", loss {progress['loss']:.3f}"
+    return (f"{job.name}: step {progress['step']}/{progress['max_steps']}{loss}"
+            + ("" if eta is None else f", {eta / 60:.1f} min left"))
+
+
+def load_eval(run_dir: Path) -> dict[str, Any]:
+    """What ``evaluate_run`` wrote: ``{"scores", "predictions"}``."""
+    scores = json.loads((run_dir / "eval" / "last.json").read_text())
+    with open(run_dir / "eval" / "last.predictions.jsonl") as f:
+        predictions = [json.loads(line) for line in f]
+    return {"scores": scores, "predictions": predictions}
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="mmpeft demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="VL training steps per run (default 150; quick 4; 100: ~19 min on 2 cores, learns less)")
+    parser.add_argument("--steps", type=int, default=None, help=f"VL training steps per run (default {STEPS}; "
+                        "quick 4)")
     parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained / evaluated at the same time, CPU threads "
+                        "split between them (1: one after the other, each with every thread)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     start = time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (4 if args.quick else 150)
+    steps = args.steps or (4 if args.quick else STEPS)
+    batch_size = 4 if args.quick else args.batch_size
     say(f"preparing towers in {cache_root()} (first run converts them: about 30 s)")
     resolve("zoo:smollm2-135m-instruct")
     resolve("zoo:efficientnet-lite0")
     paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed)
-    runs: dict[str, dict[str, Any]] = {}
-    base_cache: dict[str, Any] = {}  # both runs share the base model: its probe results are computed once
-    for name, guard in (("plain", False), ("kl", True)):
-        run_dir = train(name, out, paths, steps, args.batch_size if not args.quick else 4, guard, args.quick)
-        runs[name] = {**evaluate_run(run_dir, paths, args.quick, base_cache), "quick": args.quick}
+    base_file = out / "base_probes.json"  # the base model's probe results, computed by the first evaluation
+    base_file.unlink(missing_ok=True)
+    jobs = [Job(name, "train", {"args": train_args(name, out, paths, steps, batch_size, guard, args.quick)},
+                out / name / "train.log") for name, guard in RUNS]
+    jobs += [Job(name, "eval", {"run_dir": out / name, "paths": paths, "quick": args.quick, "base_file": base_file},
+                 out / name / "eval.log", after=(f"{name}/train",) + tuple(f"{n}/eval" for n, _ in RUNS[:i]))
+             for i, (name, _) in enumerate(RUNS)]
+    for job in jobs:
+        job.log.unlink(missing_ok=True)
+    say(f"{len(RUNS)} runs of {steps} VL steps: " + ", ".join(
+        f"'{n}'" + (f" (+ KL-to-base on {TEXT_RATIO:.0%} text-only rows)" if g else "") for n, g in RUNS))
+    run_jobs(jobs, args.jobs, max(1, torch.get_num_threads()))
+    runs = {name: {**load_eval(out / name), "quick": args.quick} for name, _ in RUNS}
     base = baselines(paths["bench"], runs["plain"]["predictions"])
     write_report([out / n for n in runs], out)
     text = report(out, runs, base, time.perf_counter() - start)

@@ -60,6 +60,11 @@ class MLPProjector(Projector):
         input_norm: normalise vision features first: ``layernorm`` (per token), ``batchnorm`` (per channel,
             running statistics, no affine: a fixed standardisation once trained; for CNN maps or concatenated
             layers with very different scales), or ``none``.
+        input_groups: widths of the concatenated feature groups, in order (a multi-level tower's layers, e.g.
+            ``[16, 1280]`` for EfficientNet's stage 0 + head conv); they must sum to ``vision_dim``. After the input
+            norm each group is scaled by ``sqrt(vision_dim / (num_groups * width))`` so every group carries the
+            same share of the input's variance: otherwise a 16-channel level next to a 1280-channel one is 1% of
+            the signal the first Linear sees, and its information (colour, in that example) is learned last.
     """
 
     def __init__(
@@ -69,9 +74,11 @@ class MLPProjector(Projector):
         hidden_dim: int | None = None,
         num_layers: int = 2,
         input_norm: Literal["none", "layernorm", "batchnorm"] = "none",
+        input_groups: list[int] | None = None,
     ):
         super().__init__(vision_dim, llm_dim)
-        self.init_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
+        self.init_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm,
+                              input_groups=list(input_groups) if input_groups else None)
         if num_layers < 1:
             raise ValueError(f"MLPProjector.num_layers must be >= 1, got {num_layers}")
         hidden_dim = hidden_dim or llm_dim
@@ -86,12 +93,19 @@ class MLPProjector(Projector):
                 layers.append(nn.GELU())
             layers.append(nn.Linear(d_in, d_out))
         self.mlp = nn.Sequential(*layers)
+        scale = None
+        if input_groups:
+            if sum(input_groups) != vision_dim or min(input_groups) < 1:
+                raise ValueError(f"{type(self).__name__}.input_groups={list(input_groups)} must be positive widths "
+                                 f"summing to the vision tower's embed_dim {vision_dim} (one per feature_layer entry)")
+            scale = torch.cat([torch.full((w,), math.sqrt(vision_dim / (len(input_groups) * w)))
+                               for w in input_groups])
+        self.register_buffer("group_scale", scale, persistent=False)  # a function of init_args: not saved
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, N, Dv]`` through the input norm (BatchNorm1d wants channels second)."""
-        if isinstance(self.norm, nn.BatchNorm1d):
-            return self.norm(x.transpose(1, 2)).transpose(1, 2)
-        return self.norm(x)
+        """``[B, N, Dv]`` through the input norm (BatchNorm1d wants channels second), then the group scales."""
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2) if isinstance(self.norm, nn.BatchNorm1d) else self.norm(x)
+        return x if self.group_scale is None else x * self.group_scale.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
@@ -111,8 +125,9 @@ class PooledMLPProjector(MLPProjector):
 
     def __init__(self, vision_dim: int, llm_dim: int, output_grid: int = 4, hidden_dim: int | None = None,
                  num_layers: int = 2, input_norm: Literal["none", "layernorm", "batchnorm"] = "none",
-                 position_embedding: bool = False):
-        super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm)
+                 position_embedding: bool = False, input_groups: list[int] | None = None):
+        super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm,
+                         input_groups=input_groups)
         self.output_grid = output_grid
         self.init_args = dict(self.init_args, output_grid=output_grid, position_embedding=position_embedding)
         self.position = nn.Parameter(torch.zeros(output_grid**2, vision_dim)) if position_embedding else None

@@ -60,3 +60,20 @@ def test_pooled_projector_position_embedding_marks_cells():
         placed.position.normal_()
     out = placed(x)[0]
     assert not torch.allclose(out[0], out[1])
+
+
+def test_input_groups_give_each_feature_level_equal_variance():
+    """A 2-channel level beside a 30-channel one: after batchnorm + group scales both carry half the variance
+    the first Linear sees; the scales are rebuilt from init_args, never stored in the state dict."""
+    torch.manual_seed(0)
+    p = MLPProjector(32, 8, input_norm="batchnorm", input_groups=[2, 30])
+    x = torch.randn(64, 4, 32) * torch.cat([torch.full((2,), 50.0), torch.full((30,), 0.1)])
+    z = p.normalize(x)
+    small, large = z[..., :2].pow(2).sum(-1).mean(), z[..., 2:].pow(2).sum(-1).mean()
+    torch.testing.assert_close(small, large, rtol=0.05, atol=0)
+    torch.testing.assert_close(small + large, torch.tensor(32.0), rtol=0.05, atol=0)
+    assert "group_scale" not in p.state_dict() and p.init_args["input_groups"] == [2, 30]
+    rebuilt = PooledMLPProjector(32, 8, output_grid=1, input_groups=[2, 30])
+    assert rebuilt.init_args["input_groups"] == [2, 30]
+    with pytest.raises(ValueError, match=r"input_groups=\[2, 29\] must be positive widths summing to .* 32"):
+        MLPProjector(32, 8, input_groups=[2, 29])
