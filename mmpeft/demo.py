@@ -105,11 +105,11 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
 
 
 def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
-    tokens = 512 if quick else 4096
+    tokens = 512 if quick else 2048
     limit = 6 if quick else None  # --quick checks the pipeline, not the scores
     return [
         PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=256 if quick else 512,
-                        max_tokens=tokens // 2),
+                        max_tokens=tokens),
         PerplexityProbe("ppl_prose", str(PROBES / "prose.txt"), window=256, max_tokens=tokens),
         MultipleChoiceProbe("mc_knowledge", str(PROBES / "knowledge_mc.jsonl"), limit=limit),
         MultipleChoiceProbe("mc_arithmetic", str(PROBES / "arithmetic_mc.jsonl"), limit=limit),
@@ -141,7 +141,7 @@ def train_args(name: str, out: Path, paths: dict[str, Path], steps: int, batch_s
             f"--trainer.callbacks.probes.path={PROBES / 'prose.txt'}",
             "--trainer.callbacks.probes.window=256", f"--trainer.callbacks.probes.max_tokens={512 if quick else 1024}",
             f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
-            f"--trainer.callbacks.vqa_limit={16 if quick else 24}"]
+            "--trainer.callbacks.vqa_limit=16"]
     if guard:
         # the same image rows per step as the plain run, plus TEXT_RATIO text-only rows for the KL term
         args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
