@@ -39,7 +39,7 @@ from mmpeft.callbacks.progress import read_progress
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.schema import make_record
-from mmpeft.data.shards import MANIFEST, PreparedSample, write_shards
+from mmpeft.data.shards import MANIFEST, PreparedSample, write_json_atomic, write_shards
 from mmpeft.data.synthetic import QUESTION_TYPES, write_benchmark
 from mmpeft.eval.captioning import caption_metrics
 from mmpeft.eval.report import write_report
@@ -282,9 +282,13 @@ class Job:
     kind: str  # "train" or "eval"
     payload: dict[str, Any]
     log: Path
-    after: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # keys of the jobs that must finish first
     process: Any = None
     threads: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.kind}"
 
 
 def _run_job(kind: str, payload: dict[str, Any], threads: int, log_path: str) -> None:
@@ -304,9 +308,7 @@ def _run_job(kind: str, payload: dict[str, Any], threads: int, log_path: str) ->
     base_cache = json.loads(base_file.read_text()) if base_file.exists() else {}
     evaluate_run(Path(payload["run_dir"]), payload["paths"], payload["quick"], base_cache)
     if not base_file.exists():  # the first evaluation computed the base model's probes: later ones reuse them
-        tmp = base_file.with_name(base_file.name + ".tmp")
-        tmp.write_text(json.dumps(base_cache, default=str))
-        os.replace(tmp, base_file)
+        write_json_atomic(base_file, base_cache)
 
 
 def run_jobs(jobs: list[Job], parallel: int, cpus: int, status_every: float = 20.0) -> None:
@@ -330,9 +332,9 @@ def run_jobs(jobs: list[Job], parallel: int, cpus: int, status_every: float = 20
                     tail = "".join(job.log.read_text(errors="replace").splitlines(keepends=True)[-25:])
                     raise SystemExit(f"demo: {job.name} {job.kind} failed (exit code {job.process.exitcode}); "
                                      f"last lines of {job.log}:\n{tail}")
-                done.add((job.name, job.kind))
+                done.add(job.key)
                 say(f"'{job.name}' {'trained' if job.kind == 'train' else 'evaluated'}")
-            ready = [j for j in pending if all(tuple(a.split("/")) in done for a in j.after)]
+            ready = [j for j in pending if set(j.after) <= done]
             ready = ready[: max(0, parallel - len(running))]
             free = cpus - sum(j.threads for j in running)
             for job in ready:
@@ -395,7 +397,7 @@ def main(argv: list[str] | None = None) -> str:
     out.mkdir(parents=True, exist_ok=True)
     steps = args.steps or (4 if args.quick else STEPS)
     batch_size = 4 if args.quick else args.batch_size
-    say(f"preparing towers in {cache_root()} (first run converts them: about 30 s)")
+    say(f"preparing towers in {cache_root()} (the first run converts them: about a minute)")
     resolve("zoo:smollm2-135m-instruct")
     resolve("zoo:efficientnet-lite0")
     paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed)

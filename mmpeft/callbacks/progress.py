@@ -7,12 +7,13 @@ user can ``watch cat runs/x/progress.json`` the same way.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+
+from mmpeft.data.shards import write_json_atomic
 
 
 class ProgressFile(Callback):
@@ -41,10 +42,8 @@ class ProgressFile(Callback):
         elapsed = time.perf_counter() - self._start
         eta = elapsed / step * (max_steps - step) if step and max_steps else None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"step": step, "max_steps": max_steps, "loss": loss, "elapsed_s": round(elapsed, 1),
-                                   "eta_s": None if eta is None else round(eta, 1)}))
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"step": step, "max_steps": max_steps, "loss": loss,
+                                      "elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)})
 
 
 def read_progress(path: str | Path) -> dict | None:
