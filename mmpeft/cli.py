@@ -29,11 +29,12 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
-from mmpeft.data.datamodule import VLDataModule
-from mmpeft.module import VLMModule
+from mmpeft.callbacks.run_logger import RunConfigSaver, RunCSVLogger
+from mmpeft.data.datamodule import VLDataModule, check_data_options
+from mmpeft.module import LearningRates, VLMModule, check_optimizer_options
 
 EXTRA_COMMANDS = ("fisher", "eval", "report", "demo", "export", "tiny-towers", "quickstart")
 
@@ -44,8 +45,15 @@ class MMPeftCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any):
         super().__init__(
             VLMModule, VLDataModule, args=args, run=run, seed_everything_default=0,
-            save_config_kwargs={"overwrite": True}, parser_kwargs={"default_env": False}, **kwargs,
+            save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False}, **kwargs,
         )
+
+    def before_instantiate_classes(self) -> None:
+        """Check the options that need no tower before any tower loads (a bad learning rate should not cost a
+        minute of model loading)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        check_run_options(config.as_dict(), self.subcommand)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str, default="runs/default",
@@ -59,9 +67,15 @@ class MMPeftCLI(LightningCLI):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = Path(config["run_dir"])
         trainer_config = config.get("trainer", {})
-        if trainer_config.get("logger") in (None, True):
-            kwargs["logger"] = [CSVLogger(run_dir, name="", version=""),
-                                TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)]
+        user_loggers = trainer_config.get("logger")
+        if user_loggers is not False:
+            # The run directory's metrics.csv (continued across resumes) always comes first, so trainer.log_dir,
+            # config.yaml and trainability.md stay in the run directory whatever trackers the user adds.
+            if user_loggers in (None, True):
+                user_loggers = [TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)]
+            elif not isinstance(user_loggers, list):
+                user_loggers = [user_loggers]
+            kwargs["logger"] = [RunCSVLogger(run_dir), *user_loggers]
         kwargs.setdefault("default_root_dir", str(run_dir))
         kwargs["plugins"] = [*(trainer_config.get("plugins") or []), SafetensorsCheckpointIO()]
         checkpoint = ModelCheckpoint(
@@ -85,6 +99,37 @@ class MMPeftCLI(LightningCLI):
 
     def before_test(self) -> None:
         self.connect_data()
+
+
+def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
+    """Validate model / data / trainer options from the parsed config, before anything is built.
+
+    The same checks run again in the classes' constructors (for Python users); here they run first and cheaply.
+    The LLM's position limit is read from its config file alone.
+    """
+    model, data = config.get("model") or {}, config.get("data") or {}
+    LearningRates(**(model.get("lr") or {}))
+    check_optimizer_options(model.get("weight_decay", 0.0), tuple(model.get("betas", (0.9, 0.999))),
+                            model.get("warmup_steps", 0), model.get("min_lr_ratio", 0.1))
+    check_data_options(**{k: data.get(k) for k in (
+        "text_ratio", "text_shards", "batch_size", "eval_batch_size", "num_workers", "max_length", "shuffle_buffer",
+        "bucket_window", "resampled", "rows_per_epoch")})
+    max_steps = (config.get("trainer") or {}).get("max_steps")
+    if subcommand == "fit" and (max_steps is None or max_steps <= 0):
+        raise ValueError(f"trainer.max_steps={max_steps}: set a positive number of optimizer steps (the learning "
+                         "rate schedule is defined over it)")
+    llm = ((model.get("vlm") or {}).get("init_args") or {}).get("llm") or {}
+    if llm.get("class_path", "").endswith("LLMTower") and (llm.get("init_args") or {}).get("name"):
+        from mmpeft.towers.llm import llm_position_limit
+
+        args = llm["init_args"]
+        limit = llm_position_limit(args["name"], args.get("revision"))
+        prompt = int((model.get("vlm") or {}).get("init_args", {}).get("soft_prompt_tokens") or 0)
+        length = data.get("max_length")
+        if limit is not None and length is not None and length + prompt > limit:
+            raise ValueError(f"data.max_length={length}{f' + {prompt} soft prompt tokens' if prompt else ''} "
+                             f"exceeds what the LLM {args['name']!r} takes ({limit} positions, from its config): "
+                             f"set data.max_length <= {limit - prompt}")
 
 
 def fisher_main(args: list[str]) -> Path:

@@ -52,6 +52,27 @@ class LearningRates:
     llm: float = 2e-4
     soft_prompt: float = 3e-3
 
+    def __post_init__(self) -> None:
+        for name in ("projector", "vision", "llm", "soft_prompt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"model.lr.{name}={value!r}: a learning rate must be a finite number >= 0 "
+                                 "(0 keeps that group's weights where they start)")
+
+
+def check_optimizer_options(weight_decay: float, betas: tuple[float, float], warmup_steps: int,
+                            min_lr_ratio: float) -> None:
+    """Raise naming the ``model.*`` option whose value AdamW or the schedule cannot use (run before towers load)."""
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise ValueError(f"model.weight_decay={weight_decay}: must be >= 0")
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"model.betas={list(betas)}: two values in [0, 1), e.g. [0.9, 0.999]")
+    if warmup_steps < 0:
+        raise ValueError(f"model.warmup_steps={warmup_steps}: must be >= 0")
+    if not 0.0 <= min_lr_ratio <= 1.0:
+        raise ValueError(f"model.min_lr_ratio={min_lr_ratio}: must be in [0, 1] (the floor of the cosine schedule "
+                         "as a share of the peak)")
+
 
 class VLMModule(L.LightningModule):
     """Trains ``vlm`` (its adapter specs decide what trains) with a list of guards.
@@ -88,6 +109,7 @@ class VLMModule(L.LightningModule):
         init_from: str | None = None,
     ):
         super().__init__()
+        check_optimizer_options(weight_decay, betas, warmup_steps, min_lr_ratio)
         self.vlm = vlm
         self.guards = list(guards or [])
         names = [g.name for g in self.guards]

@@ -42,6 +42,26 @@ def resolve_shards(spec: str | list[str] | None) -> list[str] | None:
     return urls
 
 
+def check_data_options(*, text_ratio: float, text_shards: Any, batch_size: int, eval_batch_size: int | None,
+                       num_workers: int, max_length: int, shuffle_buffer: int, bucket_window: int, resampled: bool,
+                       rows_per_epoch: int | None) -> None:
+    """Raise naming the ``data.*`` option that cannot work; cheap, so the CLI runs it before any tower loads."""
+    if isinstance(text_ratio, bool) or not 0.0 <= text_ratio < 1.0:
+        raise ValueError(f"data.text_ratio={text_ratio!r}: the share of text-only replay rows must be in [0, 1) "
+                         "(image rows carry the task loss, so at least some must remain)")
+    if text_ratio > 0 and text_shards is None:
+        raise ValueError(f"data.text_ratio={text_ratio} needs data.text_shards (text-only replay shards)")
+    for name, value, least in (("batch_size", batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+                               ("num_workers", num_workers, 0), ("max_length", max_length, 1),
+                               ("shuffle_buffer", shuffle_buffer, 0), ("bucket_window", bucket_window, 0),
+                               ("rows_per_epoch", rows_per_epoch, 1)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"data.{name}={value!r}: must be an integer >= {least}")
+    if resampled and rows_per_epoch is None:
+        raise ValueError("data.resampled=true draws shards forever: set data.rows_per_epoch (rows per rank and "
+                         "epoch)")
+
+
 class VLDataModule(L.LightningDataModule):
     """Shard streams for training (image + text-only replay mix), validation, testing and probing.
 
@@ -88,10 +108,10 @@ class VLDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if not 0.0 <= text_ratio <= 1.0:
-            raise ValueError(f"data.text_ratio must be in [0, 1], got {text_ratio}")
-        if text_ratio > 0 and text_shards is None:
-            raise ValueError(f"data.text_ratio={text_ratio} needs data.text_shards (text-only replay shards)")
+        check_data_options(text_ratio=text_ratio, text_shards=text_shards, batch_size=batch_size,
+                           eval_batch_size=eval_batch_size, num_workers=num_workers, max_length=max_length,
+                           shuffle_buffer=shuffle_buffer, bucket_window=bucket_window, resampled=resampled,
+                           rows_per_epoch=rows_per_epoch)
         self.train_shards = train_shards
         self.text_shards = text_shards
         self.val_shards = val_shards

@@ -120,3 +120,25 @@ class LLMTower(nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+
+POSITION_LIMIT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def llm_position_limit(name: str, revision: str | None = None) -> int | None:
+    """The longest input the LLM ``name`` was built for, from its config alone (no weights loaded), or None when
+    its config states none. Zoo names resolve to their cached conversion (converted on first use)."""
+    if name.startswith("zoo:"):
+        from mmpeft.zoo import resolve
+
+        name = resolve(name)
+    try:
+        config = AutoConfig.from_pretrained(name, revision=revision)
+    except (OSError, ValueError):
+        return None  # the tower reports an unloadable name itself, with its own hint
+    config = getattr(config, "text_config", None) or config
+    for key in POSITION_LIMIT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

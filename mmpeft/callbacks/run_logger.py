@@ -1,0 +1,115 @@
+"""The run directory's own records: ``metrics.csv`` that survives resumes, and ``config.yaml`` with its history.
+
+Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, so resuming a run lost every row
+logged before the resume. ``RunCSVLogger`` continues the file instead. Rows of steps the resumed run will log again
+(steps at or after its first logged step: work done after the checkpoint it resumed from, which that process then
+lost) move to ``metrics.superseded.csv``, so ``metrics.csv`` holds one trajectory and nothing is deleted. A fresh
+run (step 0) in a used run directory therefore moves all earlier rows there.
+
+``RunConfigSaver`` writes ``config.yaml`` like LightningCLI does, but keeps an earlier, different ``config.yaml``
+as ``config.<n>.yaml`` (the resumed run's config differs at least in ``ckpt_path``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+log = logging.getLogger(__name__)
+
+SUPERSEDED_FILE = "metrics.superseded.csv"
+
+
+class ContinuingExperimentWriter(ExperimentWriter):
+    """An ``ExperimentWriter`` that appends to an existing ``metrics.csv`` (see module docstring)."""
+
+    def __init__(self, log_dir: str) -> None:
+        self._previous: list[dict[str, str]] = []
+        self._previous_keys: list[str] = []
+        path = Path(log_dir) / self.NAME_METRICS_FILE
+        if path.is_file():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                self._previous = list(reader)
+                self._previous_keys = list(reader.fieldnames or [])
+        super().__init__(log_dir)
+        self._merged = not self._previous
+
+    def _check_log_dir_exists(self) -> None:
+        """The parent deletes an existing metrics.csv here; ours is rewritten atomically on the first save."""
+
+    def save(self) -> None:
+        if not self._merged and self.metrics:
+            self._merge_previous(min(int(m["step"]) for m in self.metrics))
+        super().save()
+
+    def _merge_previous(self, first_new_step: int) -> None:
+        kept = [r for r in self._previous if not r.get("step") or int(r["step"]) < first_new_step]
+        superseded = [r for r in self._previous if r.get("step") and int(r["step"]) >= first_new_step]
+        if superseded:
+            _append_rows(Path(self.log_dir) / SUPERSEDED_FILE, superseded, self._previous_keys)
+            log.info("metrics.csv: %d row(s) of steps >= %d from an earlier process moved to %s (this run logs "
+                     "those steps again)", len(superseded), first_new_step, SUPERSEDED_FILE)
+        keys = sorted(set(self._previous_keys) | set().union(*self.metrics))
+        _write_rows_atomic(Path(self.metrics_file_path), kept, keys)
+        self.metrics_keys = keys
+        self._merged = True
+
+
+class RunCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``<run_dir>/metrics.csv`` and continuing it across resumes."""
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__(str(run_dir), name="", version="")
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ContinuingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """LightningCLI's config saver that keeps an earlier, different ``config.yaml`` as ``config.<n>.yaml``."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        log_dir = trainer.log_dir  # a collective: every rank calls it
+        if log_dir and trainer.is_global_zero:
+            path = Path(log_dir) / self.config_filename
+            if path.is_file():
+                new = self.parser.dump(self.config, skip_none=False)
+                if path.read_text() != new:
+                    n = 1
+                    while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+                        n += 1
+                    path.rename(path.with_name(f"{path.stem}.{n}{path.suffix}"))
+        super().setup(trainer, pl_module, stage)
+
+
+def _write_rows_atomic(path: Path, rows: list[dict[str, str]], keys: list[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _append_rows(path: Path, rows: list[dict[str, str]], keys: list[str]) -> None:
+    existing: list[dict[str, str]] = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            existing = list(reader)
+            keys = sorted(set(keys) | set(reader.fieldnames or []))
+    _write_rows_atomic(path, existing + rows, keys)
