@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import pytest
@@ -48,10 +49,17 @@ def test_adapted_equals_base_at_initialisation(tiny, probe_files):
     for name, r in results.items():
         assert all(v == 0 for v in r["delta"].values()), (name, r["delta"])
         adapted = dict(r["adapted"])
-        if "outputs" in adapted:  # generation probes also report agreement with the base: complete here
-            assert adapted.pop("identical_to_base") == 1.0
+        if "outputs" in adapted:  # generation probes also report closeness to the base: complete here
+            assert adapted.pop("rougeL_to_base") == 1.0
         assert adapted == r["base"]
+        for metric, intervals in r["interval_95"].items():  # identical models: every paired difference is 0
+            if "delta" in intervals:
+                assert intervals["delta"] == [0.0, 0.0], (name, metric)
+            assert intervals["adapted"][0] <= intervals["adapted"][1]
     assert results["ppl"]["adapted"]["tokens"] > 60 and results["mc"]["adapted"]["n"] == 6
+    assert set(results["ppl"]["interval_95"]) == {"perplexity", "nll_per_token"}
+    assert set(results["mc"]["interval_95"]) == {"acc", "acc_norm"}
+    assert {"exact_match", "contains", "rougeL_to_base"} <= set(results["em"]["interval_95"])
 
 
 def test_probes_move_after_a_perturbation(tiny, probe_files):
@@ -62,6 +70,13 @@ def test_probes_move_after_a_perturbation(tiny, probe_files):
                 p.mul_(20)
     results = compare(vlm, probes(probe_files), progress=False)
     assert results["ppl"]["delta"]["perplexity"] != 0
+    low, high = results["ppl"]["interval_95"]["perplexity"]["delta"]
+    assert low <= results["ppl"]["delta"]["perplexity"] <= high and low < high
+    low, high = results["ppl"]["interval_95"]["perplexity"]["adapted"]
+    assert low <= results["ppl"]["adapted"]["perplexity"] <= high
+    # the per-window record reproduces the corpus figure
+    nll, tokens = map(sum, zip(*results["ppl"]["adapted"]["windows"]))
+    assert math.isclose(math.exp(nll / tokens), results["ppl"]["adapted"]["perplexity"], rel_tol=1e-9)
     assert results["ppl"]["adapted"]["nll_per_token"] != results["ppl"]["base"]["nll_per_token"]
     base_cache = {}
     compare(vlm, probes(probe_files)[:1], base_cache=base_cache, progress=False)

@@ -7,9 +7,12 @@
   ``acc_norm`` divides by the choice's character length).
 - ``ExactMatchProbe``: greedy generation, first non-empty line, normalised exact match against any reference answer (and
   ``contains``: a reference appears as whole words in that line, for chat models that answer in sentences).
-- ``ChatStyleProbe``: greedy chat answers to open prompts: mean length, and the share identical to the base's.
+- ``ChatStyleProbe``: greedy chat answers to open prompts: mean length, and (in ``compare``) how close each answer
+  stays to the base model's answer to the same prompt (``rougeL_to_base``: pycocoevalcap's ROUGE-L F-measure of
+  the lower-cased, space-split answers, 1.0 = the base's words in the base's order).
 
-``compare(vlm, probes)`` reports each three ways: adapted, base, and adapted - base. The probes go through
+``compare(vlm, probes)`` reports each three ways: adapted, base, and adapted - base, with 95% intervals over the
+probe's items (perplexity: its windows; paired for the difference, see ``mmpeft.eval.intervals``). The probes go through
 ``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
 
 Probe files are JSONL; each line is checked and a bad one is reported with its file, line and id.
@@ -25,10 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mmpeft.adapters.inject import disabled_adapters
+from mmpeft.eval.intervals import bootstrap_interval, mean_interval, paired_difference_interval
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
 
@@ -130,7 +135,8 @@ class PerplexityProbe(TextProbe):
         scores = sequence_logprobs(vlm, windows, self.batch_size)
         nll = -sum(s for s, _ in scores)
         tokens = sum(n for _, n in scores)
-        return {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens, "tokens": tokens}
+        return {"perplexity": math.exp(nll / tokens), "nll_per_token": nll / tokens, "tokens": tokens,
+                "windows": [[-s, n] for s, n in scores]}  # per-window (NLL, tokens): what the intervals resample
 
 
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -174,16 +180,17 @@ class MultipleChoiceProbe(TextProbe):
                 sequences.append((ctx + cont, len(cont)))
                 owners.append(i)
         scores = sequence_logprobs(vlm, sequences, self.batch_size)
-        acc = acc_norm = 0.0
+        correct, correct_norm = [], []
         k = 0
         for item in self.items:
             lls = [s for s, _ in scores[k : k + len(item["choices"])]]
             k += len(item["choices"])
             norm = [ll / len(c) for ll, c in zip(lls, item["choices"])]
-            acc += float(max(range(len(lls)), key=lls.__getitem__) == item["gold"])
-            acc_norm += float(max(range(len(norm)), key=norm.__getitem__) == item["gold"])
+            correct.append(int(max(range(len(lls)), key=lls.__getitem__) == item["gold"]))
+            correct_norm.append(int(max(range(len(norm)), key=norm.__getitem__) == item["gold"]))
         n = len(self.items)
-        return {"acc": acc / n, "acc_norm": acc_norm / n, "n": n}
+        return {"acc": sum(correct) / n, "acc_norm": sum(correct_norm) / n, "n": n, "correct": correct,
+                "correct_norm": correct_norm}
 
 
 def chat_prompt_ids(vlm: VisionLanguageModel, prompt: str, use_chat_template: bool) -> list[int]:
@@ -238,7 +245,7 @@ class ExactMatchProbe(TextProbe):
                 found = any(f" {t} " in words for t in targets)
                 hits += hit
                 contains += found
-                outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit)})
+                outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit), "contains": bool(found)})
         n = len(self.items)
         return {"exact_match": hits / n, "contains": contains / n, "n": n, "outputs": outputs}
 
@@ -297,9 +304,66 @@ def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[st
             delta = {k: adapted[k] - base[k] for k in adapted
                      if isinstance(adapted[k], int | float) and k not in ("n", "tokens")}
             if "outputs" in adapted:  # generated text: how much of it is still the base model's
-                same = [a["output"] == b["output"] for a, b in zip(adapted["outputs"], base["outputs"])]
-                adapted = {**adapted, "identical_to_base": sum(same) / len(same)}
-            results[probe.name] = {"kind": probe.kind, "adapted": adapted, "base": base, "delta": delta}
+                adapted = {**adapted, "rougeL_to_base": float(np.mean(rouge_l_to_base(adapted, base)))}
+            results[probe.name] = {"kind": probe.kind, "adapted": adapted, "base": base, "delta": delta,
+                                   "interval_95": probe_intervals(adapted, base)}
     finally:
         vlm.train(was_training)
     return results
+
+
+def rouge_l_to_base(adapted: dict[str, Any], base: dict[str, Any]) -> list[float]:
+    """Per prompt: ROUGE-L F-measure (pycocoevalcap's ``Rouge``, beta 1.2) of the adapted answer against the base's,
+    both lower-cased and split on spaces; two empty answers count as equal (1.0)."""
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    rouge = Rouge()
+    scores = []
+    for a, b in zip(adapted["outputs"], base["outputs"], strict=True):
+        mine, theirs = " ".join(a["output"].lower().split()), " ".join(b["output"].lower().split())
+        if not mine or not theirs:
+            scores.append(float(mine == theirs))
+            continue
+        scores.append(float(rouge.calc_score([mine], [theirs])))
+    return scores
+
+
+def _per_item(result: dict[str, Any]) -> dict[str, list[float]]:
+    """The per-item values behind each mean-type metric of a probe result."""
+    items: dict[str, list[float]] = {}
+    if "correct" in result and "acc" in result:
+        items["acc"], items["acc_norm"] = result["correct"], result["correct_norm"]
+    outputs = result.get("outputs")
+    if outputs:
+        if "correct" in outputs[0]:
+            items["exact_match"] = [float(o["correct"]) for o in outputs]
+        if "contains" in outputs[0]:
+            items["contains"] = [float(o["contains"]) for o in outputs]
+        if "mean_chars" in result:
+            items["mean_chars"] = [float(len(o["output"])) for o in outputs]
+    return items
+
+
+def probe_intervals(adapted: dict[str, Any], base: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """``{metric: {"adapted": [lo, hi], "base": [lo, hi], "delta": [lo, hi]}}``: 95% intervals over the probe's
+    items (perplexity: windows), the difference paired item by item."""
+    out: dict[str, dict[str, list[float]]] = {}
+    if "windows" in adapted and "windows" in base:
+        a_nll, tokens = zip(*adapted["windows"])
+        b_nll, b_tokens = zip(*base["windows"])
+        if tokens == b_tokens:  # same windows (same tokenizer and corpus): paired
+            for metric, f in (("perplexity", np.exp), ("nll_per_token", lambda x: x)):
+                out[metric] = {
+                    "adapted": list(bootstrap_interval([a_nll, tokens], lambda n, t: f(n.sum() / t.sum()))),
+                    "base": list(bootstrap_interval([b_nll, tokens], lambda n, t: f(n.sum() / t.sum()))),
+                    "delta": list(bootstrap_interval(
+                        [a_nll, b_nll, tokens], lambda n, m, t: f(n.sum() / t.sum()) - f(m.sum() / t.sum()))),
+                }
+    mine, theirs = _per_item(adapted), _per_item(base)
+    for metric, values in mine.items():
+        if metric in theirs and len(theirs[metric]) == len(values):
+            out[metric] = {"adapted": list(mean_interval(values)), "base": list(mean_interval(theirs[metric])),
+                           "delta": list(paired_difference_interval(values, theirs[metric]))}
+    if "outputs" in adapted and "outputs" in base:
+        out["rougeL_to_base"] = {"adapted": list(mean_interval(rouge_l_to_base(adapted, base)))}
+    return out
