@@ -354,10 +354,10 @@ def probe_intervals(adapted: dict[str, Any], base: dict[str, Any]) -> dict[str, 
         if tokens == b_tokens:  # same windows (same tokenizer and corpus): paired
             for metric, f in (("perplexity", np.exp), ("nll_per_token", lambda x: x)):
                 out[metric] = {
-                    "adapted": list(bootstrap_interval([a_nll, tokens], lambda n, t: f(n.sum() / t.sum()))),
-                    "base": list(bootstrap_interval([b_nll, tokens], lambda n, t: f(n.sum() / t.sum()))),
+                    "adapted": list(bootstrap_interval([a_nll, tokens], lambda n, t, f=f: f(n.sum() / t.sum()))),
+                    "base": list(bootstrap_interval([b_nll, tokens], lambda n, t, f=f: f(n.sum() / t.sum()))),
                     "delta": list(bootstrap_interval(
-                        [a_nll, b_nll, tokens], lambda n, m, t: f(n.sum() / t.sum()) - f(m.sum() / t.sum()))),
+                        [a_nll, b_nll, tokens], lambda n, m, t, f=f: f(n.sum() / t.sum()) - f(m.sum() / t.sum()))),
                 }
     mine, theirs = _per_item(adapted), _per_item(base)
     for metric, values in mine.items():
