@@ -168,7 +168,7 @@ def baselines(bench: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
     caps = [p for p in predictions if p["task"] == "captions"]
     cider = caption_metrics({p["eval"]["image_id"]: meta["constant_caption"] for p in caps},
                             {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, meteor=False)["CIDEr-D"]
-    return {"vqa_per_type": base.per_question_type_mean, "vqa_mean_over_types": _mean(base.per_question_type_mean),
+    return {"vqa_per_type": base.per_question_type, "vqa_mean_over_types": _mean(base.per_question_type),
             "constant_caption": meta["constant_caption"], "constant_caption_cider": cider,
             "majority_answers": {t: v["answer"] for t, v in meta["majority_answer"].items()}}
 
@@ -190,7 +190,7 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     for p in predictions:
         if p["task"] == "vqa":
             per_type_n[p["eval"]["question_type"]] = per_type_n.get(p["eval"]["question_type"], 0) + 1
-    scores["vqa"]["interval_95"] = {t: wilson(scores["vqa"]["per_question_type_mean"][t] / 100, n)
+    scores["vqa"]["interval_95"] = {t: wilson(scores["vqa"]["per_question_type"][t] / 100, n)
                                     for t, n in per_type_n.items()}
     scores["step"] = json.loads((run_dir / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())[
         "extra"]["global_step"]
@@ -214,19 +214,19 @@ def report(out: Path, runs: dict[str, dict[str, Any]], base: dict[str, Any], sec
         cells = []
         for name, r in runs.items():
             vqa = r["scores"]["vqa"]
-            if t not in vqa["per_question_type_mean"]:
+            if t not in vqa["per_question_type"]:
                 cells.append("")
                 continue
             lo, hi = vqa["interval_95"][t]
-            cells.append(f"{vqa['per_question_type_mean'][t]:.1f} [{lo:.1f}, {hi:.1f}]")
+            cells.append(f"{vqa['per_question_type'][t]:.1f} [{lo:.1f}, {hi:.1f}]")
             checks.append((f"{name}: '{t}' above its baseline beyond the 95% interval", lo > base["vqa_per_type"][t]))
         lines.append(f"| {t} | {base['vqa_per_type'].get(t, float('nan')):.1f} ({base['majority_answers'][t]}) | "
                      + " | ".join(cells) + " |")
     lines.append(f"| **mean over types** | {base['vqa_mean_over_types']:.1f} | "
-                 + " | ".join(f"{_mean(r['scores']['vqa']['per_question_type_mean']):.1f}" for r in runs.values())
+                 + " | ".join(f"{_mean(r['scores']['vqa']['per_question_type']):.1f}" for r in runs.values())
                  + " |")
     for name, r in runs.items():
-        ratio = _mean(r["scores"]["vqa"]["per_question_type_mean"]) / max(base["vqa_mean_over_types"], 1e-9)
+        ratio = _mean(r["scores"]["vqa"]["per_question_type"]) / max(base["vqa_mean_over_types"], 1e-9)
         checks.append((f"{name}: mean over types {ratio:.2f}x the mean baseline (target >= 1.8x)", ratio >= 1.8))
     lines += ["", "## Captions (test split)", "", "| metric | constant caption | " + " | ".join(runs) + " |",
               "| --- | --- |" + " --- |" * len(runs)]

@@ -53,7 +53,9 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "step": evaluation.get("step")}
     if "vqa" in evaluation:
         row["vqa"] = evaluation["vqa"]["overall"]
-        row["vqa_by_question_type"] = evaluation["vqa"]["per_question_type_mean"]
+        # eval files written before the official-2021 scorer port keep the per-type means under ``*_mean``
+        row["vqa_by_question_type"] = evaluation["vqa"].get("per_question_type_mean",
+                                                            evaluation["vqa"]["per_question_type"])
     if "captions" in evaluation:
         row["cider"] = evaluation["captions"]["CIDEr-D"]
     row.update(forgetting(evaluation.get("text_probes", {})))
