@@ -1,67 +1,135 @@
 #!/usr/bin/env python
-"""LLaVA conversation JSON -> mmpeft webdataset shards.
+"""LLaVA conversation JSON -> mmpeft webdataset shards, with the image marker where LLaVA's training puts it.
 
 Reads the LLaVA-Instruct-150K / llava_v1_5_mix665k shape: a JSON list of
-``{"id", "image"?, "conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}``; ``<image>`` marks the image
-in a human turn, records without ``image`` are text-only. Image paths are relative to ``--image-root``.
+``{"id", "image"?, "conversations": [{"from": "human"|"gpt", "value": ...}]}``; ``<image>`` marks the image, records
+without ``image`` are text-only. Image paths are relative to ``--image-root``.
 
     python data_prep/convert_llava.py --json llava_v1_5_mix665k.json --image-root data/ --out shards/llava665k
 
-Bad records (missing or corrupt image, no assistant turn, marker/image mismatch) are skipped and counted; --strict
-stops at the first. Re-running resumes: complete shards are kept.
+What LLaVA does with a record (read from haotian-liu/LLaVA ``llava/train/train.py`` at
+c121f0432da27facab705978f83c4ada465e46fd: ``LazySupervisedDataset.__getitem__``, ``preprocess_multimodal``,
+``preprocess_v1``; and ``llava/model/llava_arch.py``), and what this converter does:
+
+- Placement (``--image-placement llava``, the default). For records with ``image``, every turn that holds
+  ``<image>`` (any role) becomes ``<image>\\n`` + the turn with every ``<image>`` removed and the ends stripped, then
+  stripped again: ``"Describe.\\n<image>"`` -> ``"<image>\\nDescribe."``; ``"What is <image> this? "`` ->
+  ``"<image>\\nWhat is  this?"`` (inner text untouched, double space included); ``"<image>What"`` ->
+  ``"<image>\\nWhat"``; several markers in one turn collapse to one. Turns without the marker are not touched (not
+  even stripped), nor are text-only records. A list ``image`` (several images) is LLaVA-NeXT's format, which
+  v1.5 cannot load; there we follow LLaVA-VL/LLaVA-NeXT ``llava/train/train.py`` (at
+  df179663ae8b83207df100a1f7af24caec633ff9): only a turn with exactly one marker that does not already start
+  with it is moved, so interleaved markers stay in order. ``--image-placement original`` keeps the JSON's text.
+  The manifest counts moved records under ``changed.image_marker_moved``.
+- Not reproduced: ``mm_use_im_start_end`` and the ``mmtag`` templates wrap the marker in model-specific tokens;
+  mmpeft's ``ChatRenderer`` owns the image tokens, so the shards keep the bare marker.
+- A record with an image but no ``<image>`` anywhere: LLaVA loads the image yet never shows it (llava_arch
+  splices image features only at markers), i.e. it trains on the text alone. Such rows are skipped as
+  ``image_marker`` (counted) rather than stored as text-only rows about an unseen picture.
+- Turns: LLaVA maps ``human``/``gpt`` to its roles, drops the first turn when it is not from ``human``
+  (counted here as ``changed.leading_assistant_turn_dropped``), then asserts strict human/gpt alternation (it may
+  end on a human turn). The schema checks the same order (``bad_turn_order`` skips). mmpeft also accepts
+  ``user``/``assistant`` and one leading ``system`` turn, which LLaVA's code rejects (KeyError).
+- Ids: the stored ``id`` is ``str(id)`` (LLaVA ids are strings or numbers); the original JSON value is kept in
+  ``eval.source_id`` so it round-trips. A record without an id gets ``{json stem}-{index}`` and no source_id.
+
+One bad record is one counted skip naming the file, index and id: not an object, ``conversations`` missing or not
+a list, a turn without a known ``from`` or a string ``value``, ``image`` not a path or list of paths
+(``malformed_json``), missing / corrupt / oversized image, no assistant turn, marker/image mismatch, bad turn
+order. ``--strict`` stops at the first. A file that is not valid JSON is a whole-file error naming line and column.
+A rerun resumes only an output made with the same options and input bytes (see ``--overwrite``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from mmpeft.data.images import read_image_file
 from mmpeft.data.schema import IMAGE_MARKER, SampleError, image_field, make_record
 from mmpeft.data.shards import PreparedSample, add_writer_arguments, write_shards_from_args
+from mmpeft.data.source_files import load_json_file
 
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+PLACEMENTS = ("llava", "original")
 
 
 def load_records(path: Path) -> list[Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SystemExit(f"{path}: not valid JSON ({e}); expected a list of LLaVA records") from e
+    data = load_json_file(path, "a JSON list of LLaVA records")
     if not isinstance(data, list):
         raise SystemExit(f"{path}: expected a JSON list of records with 'conversations', got {type(data).__name__}")
     return data
 
 
-def make_prepare(json_path: Path, image_root: Path, source: str):
+def place_marker(text: str, several_images: bool) -> str:
+    """One turn's text with ``<image>`` where LLaVA's ``preprocess_multimodal`` puts it (module docstring)."""
+    count = text.count(IMAGE_MARKER)
+    if count == 0:
+        return text
+    if several_images and (count > 1 or text.startswith(IMAGE_MARKER)):  # LLaVA-NeXT leaves these as they are
+        return text
+    rest = text.replace(IMAGE_MARKER, "").strip()
+    return (IMAGE_MARKER + "\n" + rest).strip()
+
+
+def record_id(rec: dict[str, Any], fallback: str, where: str) -> tuple[str, dict[str, Any]]:
+    """``(stored id, eval fields)``: ``str(id)`` and ``{"source_id": id}``; ``fallback`` when there is no id."""
+    if "id" not in rec:
+        return fallback, {}
+    value = rec["id"]
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+        raise SampleError("malformed_json", f"'id' must be a non-empty string or a number, not {value!r}", where)
+    return str(value), {"source_id": value}
+
+
+def image_paths(rec: dict[str, Any], where: str) -> tuple[list[str], bool]:
+    """``(paths, given as a list)`` of a record's ``image`` field (absent or null: none)."""
+    value = rec.get("image")
+    if value is None:
+        return [], False
+    if isinstance(value, str) and value:
+        return [value], False
+    if isinstance(value, list) and all(isinstance(p, str) and p for p in value):
+        return list(value), True
+    raise SampleError("malformed_json", f"'image' must be a path or a list of paths, not {value!r}", where)
+
+
+def make_prepare(json_path: Path, image_root: Path, source: str, placement: str = "llava"):
     def prepare(item: tuple[int, Any]) -> PreparedSample:
         index, rec = item
         where = f"{json_path.name}[{index}]"
         if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
             raise SampleError("malformed_json", "record needs a 'conversations' list", where)
         where = f"{where} id={rec.get('id')!r}"
+        sample_id, eval_fields = record_id(rec, f"{json_path.stem}-{index}", where)
+        paths, several = image_paths(rec, where)
+        changes = []
         turns = []
         for turn in rec["conversations"]:
             if not isinstance(turn, dict) or turn.get("from") not in ROLE_OF or not isinstance(turn.get("value"), str):
                 raise SampleError("malformed_json", f"turn {turn!r} needs 'from' in {sorted(ROLE_OF)} and a "
                                   "string 'value'", where)
-            turns.append({"role": ROLE_OF[turn["from"]], "content": turn["value"]})
-        images = rec.get("image")
-        paths = [] if images is None else [images] if isinstance(images, str) else list(images)
+            text = turn["value"]
+            if paths and placement == "llava":
+                text = place_marker(text, several)
+            turns.append({"role": ROLE_OF[turn["from"]], "content": text})
+        if any(t["content"] != turn["value"] for t, turn in zip(turns, rec["conversations"])):
+            changes.append("image_marker_moved")
+        if turns and turns[0]["role"] == "assistant":  # preprocess_v1: "Skip the first one if it is not from human"
+            turns = turns[1:]
+            changes.append("leading_assistant_turn_dropped")
+        if paths and not any(IMAGE_MARKER in t["content"] for t in turns):
+            raise SampleError("image_marker", f"record has {len(paths)} image(s) but no {IMAGE_MARKER} marker; LLaVA "
+                              "would train on its text with the image unseen; put the marker in the human turn "
+                              "that shows the image", where)
         files = {}
         for i, rel in enumerate(paths):
             data, ext = read_image_file(image_root / rel, where)
             files[image_field(i, ext)] = data
-        if paths and not any(IMAGE_MARKER in t["content"] for t in turns):
-            # LLaVA's own preprocessing puts the image before the first human turn's text.
-            first_user = next((t for t in turns if t["role"] == "user"), None)
-            if first_user is None:
-                raise SampleError("image_marker", "record has an image but no human turn", where)
-            first_user["content"] = IMAGE_MARKER + "\n" + first_user["content"]
-        record = make_record(str(rec.get("id", index)), source, conversations=turns, images=list(files))
-        return PreparedSample(key=f"{index:09d}", record=record, files=files)
+        record = make_record(sample_id, source, conversations=turns, images=list(files), eval_fields=eval_fields,
+                             where=where)
+        return PreparedSample(key=f"{index:09d}", record=record, files=files, changes=tuple(changes))
 
     return prepare
 
@@ -70,12 +138,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, type=Path, help="LLaVA conversation JSON (a list of records)")
     parser.add_argument("--image-root", required=True, type=Path, help="directory the 'image' paths are relative to")
+    parser.add_argument("--image-placement", choices=PLACEMENTS, default="llava",
+                        help="llava: move <image> to the start of its turn as LLaVA's training does (default); "
+                             "original: keep the JSON's text as it is")
     parser.add_argument("--source", default="llava", help="source tag stored in each sample")
     add_writer_arguments(parser)
     args = parser.parse_args(argv)
     items = list(enumerate(load_records(args.json)))
-    return write_shards_from_args(args, items, make_prepare(args.json, args.image_root, args.source),
-                                  description=f"LLaVA {args.json.name}")
+    return write_shards_from_args(
+        args, items, make_prepare(args.json, args.image_root, args.source, args.image_placement),
+        description=f"LLaVA {args.json.name}", converter="convert_llava",
+        options={"image_root": str(args.image_root.resolve()), "image_placement": args.image_placement,
+                 "source": args.source},
+        inputs={"json": args.json})
 
 
 if __name__ == "__main__":

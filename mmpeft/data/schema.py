@@ -16,7 +16,11 @@ A shard is a ``.tar`` of samples; a sample is ``{key}.json`` plus one file per i
       "eval": {"captions": ["...", "..."]}    # optional evaluation fields (see EVAL_FIELDS)
     }
 
-Exactly one of ``conversations`` / ``text`` is set. The number of ``<image>`` markers equals ``len(images)``.
+Exactly one of ``conversations`` / ``text`` is set. The number of ``<image>`` markers equals ``len(images)``, and
+markers appear only in user turns. Turns follow the order LLaVA's ``preprocess_v1`` asserts (haotian-liu/LLaVA
+``llava/train/train.py`` at c121f04): user, assistant, user, ... alternating from a user turn (it may end on a user
+turn), with one optional leading ``system`` turn (an mmpeft extension: LLaVA's JSON has none). Anything else is
+skipped as ``bad_turn_order``, so loaders count it instead of failing later inside a chat template.
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ EVAL_FIELDS = {
     "answer_type": "VQAv2 answer type: 'yes/no', 'number' or 'other'",
     "image_id": "id of the image in its source",
     "captions": "list of reference captions",
+    "source_id": "the record's id exactly as its source file gave it (any JSON value: LLaVA ids are strings or "
+                 "numbers); the top-level 'id' is its string form",
 }
 _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 SKIP_REASONS = (
     "malformed_json", "schema_version", "bad_key", "empty_text", "no_assistant_turn", "image_marker",
-    "missing_image", "corrupt_image", "no_answers", "too_long", "corrupt_shard",
+    "missing_image", "corrupt_image", "no_answers", "too_long", "corrupt_shard", "image_too_large", "bad_turn_order",
 )
 """Every reason a sample can be skipped for; skip counts are kept per reason."""
 
@@ -68,8 +74,9 @@ def make_record(
     text: str | None = None,
     images: list[str] | None = None,
     eval_fields: dict[str, Any] | None = None,
+    where: str = "",
 ) -> dict[str, Any]:
-    """Build and validate a record (see module docstring)."""
+    """Build and validate a record (see module docstring); errors name ``where`` (default: the id)."""
     record = {
         "schema": SCHEMA_VERSION,
         "id": sample_id,
@@ -79,7 +86,7 @@ def make_record(
         "text": text,
         "eval": dict(eval_fields or {}),
     }
-    validate_record(record, where=sample_id)
+    validate_record(record, where=where or sample_id)
     return record
 
 
@@ -100,7 +107,9 @@ def validate_record(record: Any, where: str = "") -> dict[str, Any]:
     if (convs is None) == (text is None):
         raise SampleError("malformed_json", "exactly one of 'conversations' and 'text' must be set", where)
     if text is not None:
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise SampleError("malformed_json", f"'text' must be a string, not {type(text).__name__}", where)
+        if not text.strip():
             raise SampleError("empty_text", "'text' is empty", where)
         markers = text.count(IMAGE_MARKER)
     else:
@@ -110,6 +119,7 @@ def validate_record(record: Any, where: str = "") -> dict[str, Any]:
             if (not isinstance(turn, dict) or turn.get("role") not in ROLES
                     or not isinstance(turn.get("content"), str)):
                 raise SampleError("malformed_json", f"turn {turn!r} needs role in {ROLES} and string content", where)
+        check_turn_order([t["role"] for t in convs], where)
         if not any(t["role"] == "assistant" and t["content"].strip() for t in convs):
             raise SampleError("no_assistant_turn", "conversation has no (non-empty) assistant turn to learn from",
                               where)
@@ -121,6 +131,22 @@ def validate_record(record: Any, where: str = "") -> dict[str, Any]:
     if not isinstance(record.get("eval", {}), dict):
         raise SampleError("malformed_json", "'eval' must be an object", where)
     return record
+
+
+def check_turn_order(roles: list[str], where: str = "") -> None:
+    """Roles must read ``[system] user assistant user assistant ...`` (see module docstring); else ``bad_turn_order``.
+
+    LLaVA asserts ``role == roles[j % 2]`` over the turns after its optional dropped first turn; a trailing user
+    turn passes there too (it is simply not learned from).
+    """
+    body = roles[1:] if roles[:1] == ["system"] else roles
+    for j, role in enumerate(body):
+        expected = "user" if j % 2 == 0 else "assistant"
+        if role != expected:
+            position = j + len(roles) - len(body)
+            raise SampleError("bad_turn_order", f"turn {position} is '{role}' where '{expected}' belongs: turns must "
+                              "be [system] user, assistant, user, ... alternating, from a user turn "
+                              f"(roles here: {roles})", where)
 
 
 def check_key(key: str, where: str = "") -> str:
