@@ -2,7 +2,7 @@
 
 A checkpoint directory (``save_trainable``)::
 
-    mmpeft_config.json          towers, projector and adapter specs as class_path/init_args (rebuilds the model)
+    mmpeft_config.json          what the model is and how it was trained (below); JSON, never code
     trainable.safetensors       projector, soft prompt, fully-trained tower weights (VLM parameter names)
     llm_adapter/                peft layout: adapter_config.json + adapter_model.safetensors
                                 (PeftModel.from_pretrained(base_llm, ".../llm_adapter") reads it)
@@ -13,18 +13,35 @@ An export directory (``export``) holds merged weights and needs no peft::
     mmpeft_config.json          adapters "frozen"; paths relative to this directory
     llm/                        a standard HF model + tokenizer directory (LoRA/DoRA/... merged in)
     vision_tower.safetensors    the (pruned) vision encoder with its adapter merged in
+    vision_config/              open_clip_config.json, for ``local-dir:`` open_clip towers
     trainable.safetensors       projector (+ soft prompt, which cannot be merged into the LLM)
 
-Nothing here unpickles: every tensor file is safetensors, every other file JSON.
+``mmpeft_config.json``::
+
+    format             "checkpoint" or "export"
+    vlm                ``VisionLanguageModel.config()``: vision / llm / projector as class_path + init_args, the
+                       adapter specs, soft prompt length, switches. Local paths are absolute (checkpoints) or
+                       relative to this directory (exports), never to the current directory.
+    input_format       how prompts are rendered (``mmpeft.data.input_format``): chat template or USER/ASSISTANT
+                       fallback, the template string, system prompt, image placeholder token, num_image_tokens and
+                       placement, max_length, overlong policy. Eval, generation, probes and export all use it.
+    base_fingerprints  vision / llm: config + sampled weight hash of each frozen base (``mmpeft.fingerprint``);
+                       loading refuses a different base unless ``allow_base_mismatch=True``.
+    extra              free metadata (training checkpoints: global_step, epoch)
+
+Loading is data-only: classes come from the allow-list of ``mmpeft.allowed_classes`` (plus ``allow_classes``),
+adapter specs through ``AdapterSpec.from_dict``, a saved ``trust_remote_code`` is refused unless the caller passes
+``trust_remote_code`` itself, and nothing here unpickles: every tensor file is safetensors, every other file JSON.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +55,11 @@ from mmpeft.adapters.inject import (
     load_adapter_state_dict,
     merged_base_state_dict,
 )
+from mmpeft.data.input_format import InputFormat, default_input_format
+from mmpeft.fingerprint import base_fingerprint, check_bases
 from mmpeft.vlm import VisionLanguageModel
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "mmpeft_config.json"
 TRAINABLE_FILE = "trainable.safetensors"
@@ -102,7 +123,8 @@ def save_trainable(vlm: VisionLanguageModel, directory: str | Path, extra: dict[
 
 def write_trainable(vlm: VisionLanguageModel, directory: Path, extra: dict[str, Any] | None = None) -> None:
     """Write the checkpoint files into an existing (temporary) directory; ``save_trainable`` without atomicity."""
-    config = {"format": "checkpoint", "vlm": vlm.config(), "extra": extra or {}}
+    config = {"format": "checkpoint", "vlm": vlm.config(), "input_format": _input_format(vlm).to_dict(),
+              "base_fingerprints": vlm.base_fingerprints, "extra": extra or {}}
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     save_file(trainable_state(vlm), directory / TRAINABLE_FILE)
     for sub, tower, peft_config, task in (
@@ -119,28 +141,73 @@ def write_trainable(vlm: VisionLanguageModel, directory: Path, extra: dict[str, 
         save_file(weights, directory / sub / PEFT_WEIGHTS)
 
 
-def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = None) -> VisionLanguageModel:
-    """Rebuild the model from a checkpoint or export directory and load its weights.
+def _input_format(vlm: VisionLanguageModel) -> InputFormat:
+    if vlm.input_format is None:
+        log.info("saving ChatRenderer's default input format (the model was not given one by a data config)")
+        return default_input_format(vlm)
+    return vlm.input_format
+
+
+def read_model_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``mmpeft_config.json`` of a model directory, its top-level shape checked.
+
+    Raises:
+        FileNotFoundError / ValueError naming the file and the key.
+    """
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not an mmpeft checkpoint or export directory")
+    try:
+        saved = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); the model directory is damaged") from None
+    known = {"format", "vlm", "input_format", "base_fingerprints", "extra"}
+    if not isinstance(saved, dict) or saved.get("format") not in ("checkpoint", "export") or "vlm" not in saved:
+        raise ValueError(f"{path}: expected an object with format 'checkpoint' or 'export' and a vlm key")
+    if set(saved) - known:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(set(saved) - known)}; known: {sorted(known)}")
+    return saved
+
+
+def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = None, *,
+                    allow_classes: Iterable[type] = (), trust_remote_code: bool = False,
+                    allow_base_mismatch: bool = False) -> VisionLanguageModel:
+    """Rebuild the model from a checkpoint or export directory and load its weights. Runs no code from the files.
+
+    The model's ``input_format`` is set from the directory (``renderer_for(vlm)`` renders prompts with it).
 
     Args:
         vlm: load into this model instead of building one from the saved config; its towers, projector shapes
             and adapter specs must match (stage-2 initialisation from a stage-1 checkpoint).
+        allow_classes: classes besides mmpeft's own towers and projectors that the saved config may name
+            (CLI: ``--allow-class module.Class``).
+        trust_remote_code: let a saved ``trust_remote_code: true`` stand (CLI: ``--trust-remote-code``); else
+            such a file is refused.
+        allow_base_mismatch: load even if a frozen base differs from the one the directory was trained on
+            (``base_fingerprints``); a warning instead of an error (CLI: ``--allow-base-mismatch``).
 
     Raises:
-        FileNotFoundError / ValueError naming the directory and the mismatching keys.
+        FileNotFoundError / ValueError naming the file, the key and the fix.
     """
-    directory = Path(directory)
+    directory = Path(os.path.abspath(directory))
     config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: not an mmpeft checkpoint or export directory")
-    saved = json.loads(config_path.read_text())
+    saved = read_model_config(directory)
     if vlm is None:
         cfg = saved["vlm"]
-        if saved.get("format") == "export":
+        if saved["format"] == "export":
             cfg = _resolve_export_paths(cfg, directory)
-        vlm = VisionLanguageModel.from_config(cfg)
+        vlm = VisionLanguageModel.from_config(cfg, allow_classes=allow_classes, trust_remote_code=trust_remote_code,
+                                              source=str(config_path), key_prefix="vlm.")
+    names = {"vision": vlm.vision.init_args.get("name"), "llm": vlm.llm.init_args.get("name")}
+    check_bases(saved.get("base_fingerprints"), vlm.base_fingerprints, str(config_path), names,
+                allow_mismatch=allow_base_mismatch)
     _load_trainable_file(vlm, directory / TRAINABLE_FILE)
     load_adapter_files(vlm, directory)
+    if "input_format" in saved:
+        vlm.input_format = InputFormat.from_dict(saved["input_format"], f"{config_path}: key input_format")
+    else:
+        log.warning("%s has no input_format (written by an older mmpeft): prompts fall back to defaults unless the "
+                    "caller supplies the training format", config_path)
     return vlm
 
 
@@ -204,6 +271,7 @@ def _load_trainable_file(vlm: VisionLanguageModel, path: Path) -> None:
 def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
     """Merge adapters into the base weights and write a standalone model (see module docstring).
 
+    The export keeps the model's input format and fingerprints its merged towers (what it loads back).
     ``vlm`` is left unchanged (adapters are merged, read out and unmerged).
     """
     with atomic_directory(directory) as tmp:
@@ -215,14 +283,22 @@ def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
         save_file(trainable_state_without_towers(vlm), tmp / TRAINABLE_FILE)
         cfg = vlm.config()
         cfg["llm"]["init_args"]["name"] = "llm"
-        cfg["vision"]["init_args"]["weights_file"] = "vision_tower.safetensors"
-        name = cfg["vision"]["init_args"]["name"]
+        vision_args = cfg["vision"]["init_args"]
+        vision_args["weights_file"] = "vision_tower.safetensors"
+        for source_weights in ("pretrained", "checkpoint_path"):  # superseded by weights_file: self-contained
+            if source_weights in vision_args:
+                vision_args[source_weights] = False if isinstance(vision_args[source_weights], bool) else None
+        name = vision_args["name"]
         if name.startswith("local-dir:"):  # keep the architecture with the export, not only in the source dir
             (tmp / "vision_config").mkdir()
             shutil.copy(Path(name.removeprefix("local-dir:")) / "open_clip_config.json", tmp / "vision_config")
-            cfg["vision"]["init_args"]["name"] = "local-dir:vision_config"
+            vision_args["name"] = "local-dir:vision_config"
         cfg["vision_adapter"]["method"] = cfg["llm_adapter"]["method"] = "frozen"
-        (tmp / CONFIG_FILE).write_text(json.dumps({"format": "export", "vlm": cfg}, indent=2))
+        fingerprints = {"vision": base_fingerprint(vlm.vision, vision_state),
+                        "llm": base_fingerprint(vlm.llm, llm_state)}
+        (tmp / CONFIG_FILE).write_text(json.dumps({"format": "export", "vlm": cfg,
+                                                   "input_format": _input_format(vlm).to_dict(),
+                                                   "base_fingerprints": fingerprints}, indent=2))
     return Path(directory)
 
 
@@ -230,11 +306,37 @@ def trainable_state_without_towers(vlm: VisionLanguageModel) -> dict[str, torch.
     return {k: v for k, v in trainable_state(vlm).items() if not k.startswith(("vision.", "llm."))}
 
 
-def _resolve_export_paths(cfg: dict[str, Any], directory: Path) -> dict[str, Any]:
+def _resolve_export_paths(cfg: Any, directory: Path) -> Any:
+    """An export's paths are relative to the export directory (it can be moved): make them absolute. Entries that
+    are not where an export puts them are left for ``from_config`` to report."""
     cfg = json.loads(json.dumps(cfg))
-    cfg["llm"]["init_args"]["name"] = str(directory / cfg["llm"]["init_args"]["name"])
-    cfg["vision"]["init_args"]["weights_file"] = str(directory / cfg["vision"]["init_args"]["weights_file"])
-    name = cfg["vision"]["init_args"]["name"]
-    if name.startswith("local-dir:"):
-        cfg["vision"]["init_args"]["name"] = f"local-dir:{directory / name.removeprefix('local-dir:')}"
+    llm, vision = (cfg.get(k, {}).get("init_args") if isinstance(cfg, dict) and isinstance(cfg.get(k), dict) else None
+                   for k in ("llm", "vision"))
+    if isinstance(llm, dict) and isinstance(llm.get("name"), str):
+        llm["name"] = str(directory / llm["name"])
+    if isinstance(vision, dict):
+        if isinstance(vision.get("weights_file"), str):
+            vision["weights_file"] = str(directory / vision["weights_file"])
+        name = vision.get("name")
+        if isinstance(name, str) and name.startswith("local-dir:"):
+            vision["name"] = f"local-dir:{directory / name.removeprefix('local-dir:')}"
     return cfg
+
+
+def add_loading_flags(parser: Any) -> None:
+    """The command-line switches of ``load_pretrained`` (``mmpeft eval``, ``mmpeft export``)."""
+    parser.add_argument("--allow-class", action="append", default=[], metavar="MODULE.CLASS",
+                        help="a class the model directory may name besides mmpeft's own towers and projectors "
+                             "(imported because you name it here; repeatable)")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="let a saved trust_remote_code: true stand (runs code shipped with the LLM's hub repo)")
+    parser.add_argument("--allow-base-mismatch", action="store_true",
+                        help="load even if a frozen base differs from the one the directory was trained on")
+
+
+def loading_options(args: Any) -> dict[str, Any]:
+    """``load_pretrained`` keyword arguments from flags added by ``add_loading_flags``."""
+    from mmpeft.allowed_classes import import_class
+
+    return {"allow_classes": [import_class(c) for c in args.allow_class],
+            "trust_remote_code": args.trust_remote_code, "allow_base_mismatch": args.allow_base_mismatch}

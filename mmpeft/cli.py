@@ -157,6 +157,9 @@ def tools_main(args: list[str]) -> None:
     exp = sub.add_parser("export", help="merge adapters of a checkpoint directory into a standalone model")
     exp.add_argument("checkpoint", help="a checkpoint directory (save_trainable output or a training checkpoint)")
     exp.add_argument("output", help="export directory (replaced atomically)")
+    from mmpeft.checkpoint import add_loading_flags
+
+    add_loading_flags(exp)
     tiny = sub.add_parser("tiny-towers", help="write the tiny random towers that configs/model/tiny.yaml loads")
     tiny.add_argument("directory", nargs="?", default=".mmpeft_cache/tiny")
     parsed = parser.parse_args(args)
@@ -165,9 +168,9 @@ def tools_main(args: list[str]) -> None:
 
         run(parsed.workdir, steps=parsed.steps)
     elif parsed.command == "export":
-        from mmpeft.checkpoint import export, load_pretrained
+        from mmpeft.checkpoint import export, load_pretrained, loading_options
 
-        print(export(load_pretrained(parsed.checkpoint), parsed.output))
+        print(export(load_pretrained(parsed.checkpoint, **loading_options(parsed)), parsed.output))
     else:
         from mmpeft.tiny import save_tiny_towers
 

@@ -28,6 +28,7 @@ from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.checkpoint import TRAINABLE_FILE, load_adapter_files
 from mmpeft.data.collate import select_rows
+from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.trainability import format_trainability
 from mmpeft.types import IGNORE_INDEX
@@ -145,6 +146,9 @@ class VLMModule(L.LightningModule):
         io = getattr(self.trainer.strategy, "checkpoint_io", None)
         if isinstance(io, SafetensorsCheckpointIO):
             io.vlm = self.vlm  # so every checkpoint directory is also a loadable model directory
+        processor = getattr(getattr(self.trainer, "datamodule", None), "processor", None)
+        if processor is not None:  # checkpoints save the prompt format training used, for eval / export
+            self.vlm.input_format = input_format_of(processor.renderer)
         table = format_trainability(self.vlm.trainability())  # logged by the model at construction
         log_dir = self.trainer.log_dir  # a collective (broadcast): every rank must call it, and equally often
         if log_dir and self.trainer.is_global_zero:
@@ -214,6 +218,16 @@ class VLMModule(L.LightningModule):
         if "epoch" in batch and hasattr(loader, "mark_consumed"):  # the data position checkpoints store
             loader.mark_consumed(int(batch["epoch"]), int(batch["index"]))
         return total
+
+    def on_train_epoch_end(self) -> None:
+        """Log what the epoch's data delivered and lost (``EpochStats.metrics``: rows, skipped, lost rows by reason)
+        as ``data/*``, summed over ranks. Only for a pass read to its end (not one stopped by max_steps)."""
+        history = getattr(self.trainer.train_dataloader, "history", None)
+        if not history or history[-1].epoch == getattr(self, "_data_epoch_logged", None):
+            return
+        self._data_epoch_logged = history[-1].epoch
+        for key, value in history[-1].metrics().items():
+            self.log(f"data/{key}", float(value), reduce_fx="sum", sync_dist=self._distributed)
 
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""

@@ -12,11 +12,10 @@ Data flow for a batch (see ``mmpeft.types`` for the batch contract)::
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +24,17 @@ from torch import nn
 from mmpeft.adapters.inject import apply_adapter
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
+from mmpeft.allowed_classes import check_init_args, refuse_remote_code, resolve_class
+from mmpeft.fingerprint import base_fingerprint
 from mmpeft.packing import PackedLayout, register_varlen_attention
 from mmpeft.projectors import MLPProjector, Projector
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import VisionTower
 from mmpeft.trainability import TrainabilityRow, count_parameters, format_trainability
 from mmpeft.types import IGNORE_INDEX, VLMOutput
+
+if TYPE_CHECKING:
+    from mmpeft.data.input_format import InputFormat
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,12 @@ class VisionLanguageModel(nn.Module):
             causal attention (``mmpeft.packing``), so padding costs nothing. Same loss and gradients as padded;
             the LLM's attention becomes ``mmpeft_varlen`` (SDPA for unpacked calls such as generation) unless
             it already is a flash-attention implementation, which reads the same packed-row arguments.
+
+    Attributes:
+        base_fingerprints: ``{"vision", "llm"}`` fingerprints of the frozen bases, taken before adapters go in
+            (``mmpeft.fingerprint``); saved with checkpoints and checked when adapters are loaded back.
+        input_format: how conversations become this model's input ids (``mmpeft.data.input_format``); set by
+            training (from the data config) or by ``load_pretrained`` (from the model directory), saved with it.
     """
 
     def __init__(
@@ -74,6 +84,8 @@ class VisionLanguageModel(nn.Module):
         self.train_projector = train_projector
         self.projector.requires_grad_(train_projector)
         self.num_image_tokens = self.projector.num_output_tokens(vision.num_tokens)
+        self.base_fingerprints = {"vision": base_fingerprint(vision), "llm": base_fingerprint(llm)}
+        self.input_format: InputFormat | None = None
         self.vision_peft_config = apply_adapter(vision.model, self.vision_adapter, vision.default_adapter_targets())
         self.llm_peft_config = apply_adapter(llm.model, self.llm_adapter, default_llm_targets(llm.model))
         # Distributed training sets this: every rank must run the same modules every step (DDP needs a gradient
@@ -104,17 +116,60 @@ class VisionLanguageModel(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> VisionLanguageModel:
-        """Rebuild an (untrained) model from ``config()`` output: towers load their base weights again."""
+    def from_config(cls, config: dict[str, Any], *, allow_classes: Iterable[type] = (),
+                    trust_remote_code: bool = False, source: str = "config", key_prefix: str = ""
+                    ) -> VisionLanguageModel:
+        """Rebuild an (untrained) model from ``config()`` output: towers load their base weights again.
+
+        The config is data: towers and projector are built only from the allow-list of
+        ``mmpeft.allowed_classes`` plus ``allow_classes``; adapter specs only through ``AdapterSpec.from_dict``.
+        Every entry is checked before anything is built or imported.
+
+        Args:
+            allow_classes: further classes the caller trusts (a custom projector or tower).
+            trust_remote_code: allow a saved ``trust_remote_code: true`` (else it is refused).
+            source: the file the config came from, and ``key_prefix`` its place there (``vlm.``), for messages.
+
+        Raises:
+            ValueError naming the file, the key and the fix.
+        """
+        where = f"{source}: key {key_prefix.rstrip('.')}" if key_prefix else source
+        if not isinstance(config, dict):
+            raise ValueError(f"{where} must be an object (VisionLanguageModel.config() output)")
+        required = {"vision", "llm", "projector", "vision_adapter", "llm_adapter"}
+        optional = {"soft_prompt_tokens": int, "train_projector": bool, "pack_sequences": bool}
+        missing, unknown = sorted(required - set(config)), sorted(set(config) - required - set(optional))
+        if missing or unknown:
+            raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}; a model config has "
+                             f"{sorted(required)} and optionally {sorted(optional)}")
+        for name, kind in optional.items():
+            value = config.get(name)
+            if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+                raise ValueError(f"{source}: key {key_prefix}{name} = {value!r} must be of type {kind.__name__}")
+        refuse_remote_code(config, source, trust_remote_code, key_prefix.rstrip("."))
+        allowed = tuple(allow_classes)
+        classes = {}
+        for key in ("vision", "llm", "projector"):  # every class checked before any is built
+            classes[key] = resolve_class(config[key], f"{key_prefix}{key}", allowed, source)
+            check_init_args(classes[key], config[key].get("init_args", {}), f"{key_prefix}{key}", source)
+        specs = {key: AdapterSpec.from_dict(config[key], f"{source}: key {key_prefix}{key}")
+                 for key in ("vision_adapter", "llm_adapter")}
+        towers = {}
+        for key in ("vision", "llm"):
+            try:
+                towers[key] = classes[key](**config[key].get("init_args", {}))
+            except (OSError, ValueError, TypeError) as e:
+                e.add_note(f"while building {key_prefix}{key} from {source}")
+                raise
         return cls(
-            vision=_build(config["vision"]),
-            llm=_build(config["llm"]),
-            projector=partial(_import(config["projector"]["class_path"]), **config["projector"]["init_args"]),
-            vision_adapter=AdapterSpec(**config["vision_adapter"]),
-            llm_adapter=AdapterSpec(**config["llm_adapter"]),
-            soft_prompt_tokens=config["soft_prompt_tokens"],
-            train_projector=config["train_projector"],
-            pack_sequences=config.get("pack_sequences", False),
+            vision=towers["vision"],
+            llm=towers["llm"],
+            projector=partial(classes["projector"], **config["projector"].get("init_args", {})),
+            vision_adapter=specs["vision_adapter"],
+            llm_adapter=specs["llm_adapter"],
+            soft_prompt_tokens=config.get("soft_prompt_tokens") or 0,
+            train_projector=config.get("train_projector") is not False,
+            pack_sequences=config.get("pack_sequences") or False,
         )
 
     def trainability(self) -> list[TrainabilityRow]:
@@ -312,11 +367,3 @@ def init_soft_prompt(llm: LLMTower, num_tokens: int) -> torch.Tensor:
 def _class_spec(obj: object, init_args: dict[str, Any]) -> dict[str, Any]:
     return {"class_path": f"{type(obj).__module__}.{type(obj).__qualname__}", "init_args": dict(init_args)}
 
-
-def _import(class_path: str) -> type:
-    module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-def _build(spec: dict[str, Any]) -> Any:
-    return _import(spec["class_path"])(**spec["init_args"])

@@ -1,8 +1,15 @@
+import json
+
 import pytest
 import torch
+from conftest import build_vlm
 
 import mmpeft.callbacks.checkpoint_io as checkpoint_io
+from mmpeft.adapters import AdapterSpec
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
+from mmpeft.checkpoint import load_pretrained
+from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.input_format import input_format_of, renderer_for
 
 
 def sample_checkpoint(step):
@@ -45,3 +52,22 @@ def test_killed_write_leaves_previous_checkpoint_or_nothing(tmp_path, monkeypatc
 def test_unsupported_values_name_their_key(tmp_path):
     with pytest.raises(TypeError, match=r"'/callbacks/cb' has type object"):
         SafetensorsCheckpointIO().save_checkpoint({"callbacks": {"cb": object()}}, tmp_path / "x.ckpt")
+
+
+def test_training_checkpoint_is_a_model_directory_with_format_and_fingerprints(tiny, tmp_path):
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False))
+    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=96,
+                            system_prompt="Be brief.", use_chat_template=False)
+    vlm.input_format = input_format_of(renderer)  # what VLMModule.setup does from the data config
+    io = SafetensorsCheckpointIO()
+    io.vlm = vlm
+    io.save_checkpoint(sample_checkpoint(3), tmp_path / "step=3.ckpt")
+    saved = json.loads((tmp_path / "step=3.ckpt" / "mmpeft_config.json").read_text())
+    assert saved["extra"]["global_step"] == 3
+    assert saved["input_format"]["system_prompt"] == "Be brief." and saved["input_format"]["max_length"] == 96
+    assert saved["input_format"]["use_chat_template"] is False and saved["input_format"]["chat_template"] is None
+    assert saved["base_fingerprints"] == vlm.base_fingerprints
+    loaded = load_pretrained(tmp_path / "step=3.ckpt")
+    assert loaded.input_format == vlm.input_format
+    record = [{"role": "user", "content": "<image>\nWhat is it?"}]
+    assert renderer_for(loaded).render_prompt(record) == renderer.render_prompt(record)

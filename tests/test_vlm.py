@@ -8,6 +8,7 @@ from conftest import MIXED_ROWS, build_vlm, make_batch
 
 from mmpeft.adapters import AdapterSpec
 from mmpeft.types import IGNORE_INDEX
+from mmpeft.vlm import VisionLanguageModel
 
 
 def test_images_spliced_at_placeholders_in_reading_order(tiny):
@@ -143,3 +144,30 @@ def test_vlm_imports_without_lightning():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_from_config_builds_only_allowed_classes(tiny, tmp_path):
+    vlm = build_vlm(tiny)
+    config = vlm.config()
+    assert config["llm"]["class_path"] == "mmpeft.towers.llm.LLMTower"
+    yaml_style = {**config, "vision": {**config["vision"], "class_path": "mmpeft.towers.OpenClipVisionTower"},
+                  "projector": {**config["projector"], "class_path": "mmpeft.projectors.MLPProjector"}}
+    assert type(VisionLanguageModel.from_config(yaml_style).vision) is type(vlm.vision), "re-exported names work"
+    pwned = tmp_path / "pwned"
+    for key, class_path in (("projector", "subprocess.Popen"), ("llm", "os.system"),
+                            ("projector", "mmpeft.towers.llm.LLMTower"),  # allowed, but not as a projector
+                            ("vision", "mmpeft.vlm.VisionLanguageModel")):
+        crafted = {**config, key: {"class_path": class_path, "init_args": {"args": ["touch", str(pwned)]}}}
+        with pytest.raises(ValueError, match=rf"run.json: key vlm.{key}.class_path names '{class_path}', which is "
+                                             r"not an allowed class.*allow_classes="):
+            VisionLanguageModel.from_config(crafted, source="run.json", key_prefix="vlm.")
+    assert not pwned.exists()
+    with pytest.raises(ValueError, match=r"key projector.init_args does not fit mmpeft.projectors.MLPProjector"):
+        VisionLanguageModel.from_config({**config, "projector": {**config["projector"], "init_args": {"cmd": "x"}}})
+    with pytest.raises(ValueError, match="soft_prompt_tokens = '2' must be of type int"):
+        VisionLanguageModel.from_config({**config, "soft_prompt_tokens": "2"})
+    kernel = {**config, "llm": {**config["llm"], "init_args": {**config["llm"]["init_args"],
+                                                               "attn_implementation": "someone/flash-kernel"}}}
+    with pytest.raises(ValueError, match=r"key llm.init_args.attn_implementation = 'someone/flash-kernel' names a hub "
+                                         "kernel"):
+        VisionLanguageModel.from_config(kernel)

@@ -7,8 +7,8 @@ sensible choice for any tower.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 Method = Literal["frozen", "lora", "dora", "ia3", "loha", "lokr", "full"]
 PEFT_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
@@ -56,3 +56,26 @@ class AdapterSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "AdapterSpec") -> AdapterSpec:
+        """Build from saved data (``to_dict`` output), accepting only this class's own fields and methods.
+
+        Raises:
+            ValueError naming ``where`` (e.g. ``mmpeft_config.json: key vlm.llm_adapter``) and the bad field.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} must be an object of AdapterSpec fields, got {data!r}")
+        types = {"method": str, "r": int, "alpha": (int, float), "dropout": (int, float), "targets": (str, type(None)),
+                 "ia3_feedforward": str, "init_weights": bool}
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"{where} has unknown fields {unknown}; AdapterSpec fields are {known}")
+        for name, value in data.items():
+            if not isinstance(value, types[name]) or (types[name] is int and isinstance(value, bool)):
+                raise ValueError(f"{where}.{name} = {value!r} has the wrong type")
+        try:
+            return cls(**data)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None

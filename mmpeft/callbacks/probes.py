@@ -49,10 +49,11 @@ class ForgettingProbes(Callback):
                     metrics[f"probe/{name}/perplexity_delta_pct"] = 100 * delta / r["base"][key]
         if self.vqa_shards is not None:
             from mmpeft.data.datamodule import resolve_shards
+            from mmpeft.data.input_format import renderer_for
             from mmpeft.eval.generate import predict
             from mmpeft.eval.run import score_vqa
 
-            renderer = trainer.datamodule.processor.renderer
+            renderer = renderer_for(module.vlm)  # the format the checkpoints save (VLMModule.setup sets it)
             was_training = module.vlm.training
             preds = predict(module.vlm, renderer, resolve_shards(self.vqa_shards), self.batch_size,
                             self.max_new_tokens, limit=self.vqa_limit, description="probe VQA")

@@ -45,11 +45,13 @@ class ChatRenderer:
         system_prompt: system turn added when a conversation has none (None: the template's default).
         use_chat_template: None uses the tokenizer's template when it has one; False forces the fallback.
         overlong: ``skip`` (counted as ``too_long``) or ``truncate`` (never through an image's tokens).
+        chat_template: the Jinja template to render with instead of the tokenizer's (a model directory's saved
+            template, ``mmpeft.data.input_format``); None: the tokenizer's.
     """
 
     def __init__(self, tokenizer: Any, image_token: str, num_image_tokens: int, max_length: int = 2048,
                  system_prompt: str | None = None, use_chat_template: bool | None = None,
-                 overlong: Literal["skip", "truncate"] = "skip"):
+                 overlong: Literal["skip", "truncate"] = "skip", chat_template: str | None = None):
         if overlong not in ("skip", "truncate"):
             raise ValueError(f"overlong={overlong!r}; use 'skip' or 'truncate'")
         self.tokenizer = tokenizer
@@ -61,7 +63,11 @@ class ChatRenderer:
         self.max_length = max_length
         self.overlong = overlong
         self.system_prompt = system_prompt
-        has_template = bool(getattr(tokenizer, "chat_template", None))
+        template = chat_template or getattr(tokenizer, "chat_template", None) or None
+        if isinstance(template, dict):  # a tokenizer with named templates renders chats with "default"
+            template = template.get("default")
+        self.chat_template: str | None = template
+        has_template = bool(self.chat_template)
         if use_chat_template and not has_template:
             raise ValueError("use_chat_template=True but the tokenizer has no chat_template")
         self.use_chat_template = has_template if use_chat_template is None else use_chat_template
@@ -103,7 +109,8 @@ class ChatRenderer:
         return messages
 
     def _template(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
 
     def _render_conversation(self, messages: list[dict[str, str]], where: str) -> tuple[list[int], list[int]]:
         if not self.use_chat_template:

@@ -10,6 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from mmpeft.towers.dtypes import resolve_dtype
+from mmpeft.towers.paths import absolute_if_local
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,9 @@ class LLMTower(nn.Module):
     A tokenizer without a pad token gets ``pad_token = eos_token`` (padding positions are masked out anyway).
 
     Args:
-        name: hub id (``meta-llama/Llama-2-7b-hf``), a local directory written by ``save_pretrained``, or an
-            embedded default (``zoo:smollm2-135m-instruct``, see ``mmpeft.zoo``).
+        name: hub id (``meta-llama/Llama-2-7b-hf``), a local directory written by ``save_pretrained`` (kept in
+            ``init_args`` as an absolute path), or an embedded default (``zoo:smollm2-135m-instruct``, see
+            ``mmpeft.zoo``).
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
         image_token: the placeholder string marking where image tokens go.
         attn_implementation: ``sdpa`` (default), ``eager``, ``flash_attention_2``, ...
@@ -45,6 +47,7 @@ class LLMTower(nn.Module):
         random_weights: bool = False,
     ):
         super().__init__()
+        name = absolute_if_local(name)  # saved configs must not depend on the current directory
         self.init_args = dict(name=name, dtype=dtype, image_token=image_token,
                               attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
                               revision=revision, random_weights=random_weights)

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from mmpeft.towers.dtypes import resolve_dtype
+from mmpeft.towers.paths import absolute_if_local, absolute_open_clip_name
 
 
 class VisionTower(nn.Module):
@@ -132,6 +133,8 @@ class OpenClipVisionTower(VisionTower):
         image_size: override the model's input size (position embeddings are resampled by open_clip).
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
         weights_file: safetensors state dict loaded over the pruned encoder (what ``export`` writes).
+
+    Local paths (``local-dir:`` names, a ``pretrained`` file, ``weights_file``) are kept absolute in ``init_args``.
     """
 
     def __init__(
@@ -147,6 +150,9 @@ class OpenClipVisionTower(VisionTower):
         super().__init__()
         import open_clip
 
+        # local paths become absolute: saved configs must not depend on the current directory
+        name, weights_file = absolute_open_clip_name(name), absolute_if_local(weights_file)
+        pretrained = absolute_if_local(pretrained)
         self.init_args = dict(name=name, pretrained=pretrained, feature_layer=feature_layer,
                               keep_prefix_tokens=keep_prefix_tokens, image_size=image_size, dtype=dtype,
                               weights_file=weights_file)
@@ -228,6 +234,8 @@ class TimmVisionTower(VisionTower):
         weights_file: safetensors state dict loaded over the pruned encoder (what ``export`` writes).
         cache_prefix_blocks: cache the activations after the first N entries of ``model.blocks`` per distinct
             image (see ``mmpeft.towers.prefix_cache``): for runs that adapt only the blocks after them.
+
+    Local paths (``checkpoint_path``, ``weights_file``) are kept absolute in ``init_args``.
     """
 
     def __init__(
@@ -247,6 +255,8 @@ class TimmVisionTower(VisionTower):
         import timm
         from timm.data import create_transform, resolve_data_config
 
+        # local paths become absolute: saved configs must not depend on the current directory
+        checkpoint_path, weights_file = absolute_if_local(checkpoint_path), absolute_if_local(weights_file)
         self.init_args = dict(name=name, pretrained=pretrained, checkpoint_path=checkpoint_path,
                               feature_layer=feature_layer, keep_prefix_tokens=keep_prefix_tokens,
                               image_size=image_size, model_kwargs=model_kwargs, dtype=dtype, weights_file=weights_file,

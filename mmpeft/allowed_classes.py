@@ -1,0 +1,140 @@
+"""The classes a saved model directory may name: mmpeft's own towers and projectors, plus what the user allows.
+
+A model directory is data, not code. ``mmpeft_config.json`` names its towers and projector by ``class_path``;
+loading looks that string up in an allow-list and never imports a module or calls anything because a file says so.
+
+Allowed without asking, per key of the saved ``vlm`` config:
+
+- ``vision``: ``OpenClipVisionTower``, ``TimmVisionTower``
+- ``llm``: ``LLMTower``
+- ``projector``: ``LinearProjector``, ``MLPProjector``, ``PooledMLPProjector``, ``PerceiverResampler``
+- ``vision_adapter`` / ``llm_adapter`` are not classes: ``AdapterSpec.from_dict`` accepts only its own methods
+  (``frozen``, ``full``, ``lora``, ``dora``, ``ia3``, ``loha``, ``lokr``) and fields.
+
+Any other class must be named by the user, in Python (``load_pretrained(dir, allow_classes=[MyProjector])``) or on
+the command line (``mmpeft eval --allow-class my_pkg.MyProjector``, which imports it because the user asked).
+``trust_remote_code`` saved in a file is refused unless the caller passes it too (see ``refuse_remote_code``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mmpeft.projectors import LinearProjector, MLPProjector, PerceiverResampler, PooledMLPProjector
+from mmpeft.towers.llm import LLMTower
+from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
+
+BUILTIN_CLASSES: dict[str, tuple[type, ...]] = {
+    "vision": (OpenClipVisionTower, TimmVisionTower),
+    "llm": (LLMTower,),
+    "projector": (LinearProjector, MLPProjector, PooledMLPProjector, PerceiverResampler),
+}
+
+
+def class_path(cls: type) -> str:
+    """``module.QualName``: how ``VisionLanguageModel.config()`` names a class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _names(cls: type) -> set[str]:
+    """The class's own path plus the already-imported packages above it that re-export it (``mmpeft.towers.X``,
+    as YAML configs write it). Looks only at ``sys.modules``: nothing is imported."""
+    names = {class_path(cls)}
+    parts = cls.__module__.split(".")
+    for i in range(1, len(parts)):
+        package = sys.modules.get(".".join(parts[:i]))
+        if package is not None and getattr(package, cls.__qualname__, None) is cls:
+            names.add(f"{'.'.join(parts[:i])}.{cls.__qualname__}")
+    return names
+
+
+def resolve_class(spec: Any, key: str, allow_classes: Iterable[type], source: str) -> type:
+    """The class a saved ``{"class_path", "init_args"}`` entry names, if it is allowed for ``key``.
+
+    Args:
+        spec: the saved entry (e.g. the file's ``vlm.projector``).
+        key: which entry (``vision``, ``llm``, ``projector``); built-in classes are allowed only for their role.
+        allow_classes: classes the caller allows for any key.
+        source: the file, for messages; ``key`` is reported as ``<prefix>.<key>.class_path`` by the caller's prefix.
+
+    Raises:
+        ValueError naming the file, the key and how to allow the class. Nothing is imported or called.
+    """
+    where = f"{source}: key {key}"
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("class_path"), str):
+        raise ValueError(f"{where} must be an object with a string class_path and an init_args object, got "
+                         f"{spec!r}")
+    if set(spec) - {"class_path", "init_args"}:
+        raise ValueError(f"{where} has unknown fields {sorted(set(spec) - {'class_path', 'init_args'})}; only "
+                         "class_path and init_args are read")
+    if not isinstance(spec.get("init_args", {}), Mapping):
+        raise ValueError(f"{where}.init_args must be an object, got {spec.get('init_args')!r}")
+    wanted = spec["class_path"]
+    role = key.rsplit(".", 1)[-1]
+    candidates = [*BUILTIN_CLASSES.get(role, ()), *allow_classes]
+    for cls in candidates:
+        if wanted in _names(cls):
+            return cls
+    allowed = sorted(class_path(c) for c in candidates)
+    raise ValueError(
+        f"{where}.class_path names {wanted!r}, which is not an allowed class here (allowed: {allowed}). Loading a "
+        "model directory never imports or runs a class because the file names it. If you trust this class, allow it "
+        f"explicitly: load_pretrained(directory, allow_classes=[{wanted.rpartition('.')[2]}]) in Python, or "
+        f"--allow-class {wanted} on the mmpeft command line."
+    )
+
+
+def check_init_args(cls: type, init_args: Mapping[str, Any], key: str, source: str) -> None:
+    """ValueError naming the file and key unless ``cls(**init_args)`` (plus positional widths) would bind."""
+    try:
+        inspect.signature(cls).bind_partial(**init_args)
+    except TypeError as e:
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "vision_dim", "llm_dim")]
+        raise ValueError(f"{source}: key {key}.init_args does not fit {class_path(cls)} ({e}); its arguments are "
+                         f"{params}") from None
+
+
+def refuse_remote_code(config: Any, source: str, trusted: bool, key: str = "") -> None:
+    """Refuse a truthy ``trust_remote_code`` anywhere in a saved config unless the caller passed ``trusted``;
+    likewise an ``attn_implementation`` naming a hub kernel (``org/repo``: transformers downloads and runs it).
+
+    A file must never be able to turn on code execution by itself: the user opts in for each load.
+    """
+    if isinstance(config, Mapping):
+        for name, value in config.items():
+            path = f"{key}.{name}" if key else str(name)
+            if name == "trust_remote_code" and value and not trusted:
+                raise ValueError(
+                    f"{source}: key {path} is true. mmpeft never runs a model's remote code because a file asks for "
+                    "it. If you trust the model it names, opt in for this load: load_pretrained(directory, "
+                    "trust_remote_code=...) set to True in Python, or --trust-remote-code on the mmpeft command line."
+                )
+            if name == "attn_implementation" and isinstance(value, str) and "/" in value and not trusted:
+                raise ValueError(
+                    f"{source}: key {path} = {value!r} names a hub kernel, which is code downloaded and run. Use a "
+                    "built-in implementation (sdpa, eager, flash_attention_2), or opt in for this load with "
+                    "--trust-remote-code (load_pretrained's trust_remote_code argument)."
+                )
+            refuse_remote_code(value, source, trusted, path)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            refuse_remote_code(value, source, trusted, f"{key}[{i}]")
+
+
+def import_class(dotted: str) -> type:
+    """Import a class the user named on the command line (``--allow-class my_pkg.module.MyProjector``)."""
+    module_name, _, name = dotted.rpartition(".")
+    if not module_name:
+        raise SystemExit(f"--allow-class {dotted!r}: give the full path, module.ClassName")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"--allow-class {dotted!r}: cannot import it ({e}); is its package installed and on "
+                         "PYTHONPATH?") from None
+    if not isinstance(obj, type):
+        raise SystemExit(f"--allow-class {dotted!r} is a {type(obj).__name__}, not a class")
+    return obj
