@@ -167,7 +167,8 @@ def baselines(bench: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
     base = vqa_accuracy(majority, refs)
     caps = [p for p in predictions if p["task"] == "captions"]
     cider = caption_metrics({p["eval"]["image_id"]: meta["constant_caption"] for p in caps},
-                            {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, meteor=False)["CIDEr-D"]
+                            {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, tokenizer="ptb",
+                            meteor=False)["CIDEr"]
     return {"vqa_per_type": base.per_question_type, "vqa_mean_over_types": _mean(base.per_question_type),
             "constant_caption": meta["constant_caption"], "constant_caption_cider": cider,
             "majority_answers": {t: v["answer"] for t, v in meta["majority_answer"].items()}}
@@ -185,7 +186,7 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     scores, predictions = evaluate(vlm, renderer, vqa=str(paths["bench"] / "test_vqa"),
                                    captions=str(paths["bench"] / "test_captions"), probes=probes(paths, quick),
                                    batch_size=32, max_new_tokens={"vqa": 6, "captions": 12 if quick else 24},
-                                   base_cache=base_cache)
+                                   base_cache=base_cache, caption_tokenizer="ptb")
     per_type_n: dict[str, int] = {}
     for p in predictions:
         if p["task"] == "vqa":
@@ -230,12 +231,12 @@ def report(out: Path, runs: dict[str, dict[str, Any]], base: dict[str, Any], sec
         checks.append((f"{name}: mean over types {ratio:.2f}x the mean baseline (target >= 1.8x)", ratio >= 1.8))
     lines += ["", "## Captions (test split)", "", "| metric | constant caption | " + " | ".join(runs) + " |",
               "| --- | --- |" + " --- |" * len(runs)]
-    for metric in ("CIDEr-D", "BLEU-4", "ROUGE-L", "METEOR"):
-        values = [r["scores"]["captions"].get(metric) for r in runs.values()]
+    for metric, key in (("CIDEr-D", "CIDEr"), ("BLEU-4", "Bleu_4"), ("ROUGE-L", "ROUGE_L"), ("METEOR", "METEOR")):
+        values = [r["scores"]["captions"].get(key) for r in runs.values()]
         const = f"{base['constant_caption_cider']:.3f}" if metric == "CIDEr-D" else ""
         lines.append(f"| {metric} | {const} | " + " | ".join("" if v is None else f"{v:.3f}" for v in values) + " |")
     for name, r in runs.items():
-        cider = r["scores"]["captions"]["CIDEr-D"]
+        cider = r["scores"]["captions"]["CIDEr"]
         checks.append((f"{name}: CIDEr-D {cider:.3f} vs constant caption {base['constant_caption_cider']:.3f} "
                        "(target: far above, >= 3x)", cider >= 3 * base["constant_caption_cider"]))
     lines += ["", f"Constant caption: \"{base['constant_caption']}\".", "", "## Text skills: adapted vs base", "",

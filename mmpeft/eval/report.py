@@ -57,7 +57,8 @@ def summarize(run_dir: Path) -> dict[str, Any]:
         row["vqa_by_question_type"] = evaluation["vqa"].get("per_question_type_mean",
                                                             evaluation["vqa"]["per_question_type"])
     if "captions" in evaluation:
-        row["cider"] = evaluation["captions"]["CIDEr-D"]
+        # pycocoevalcap's key "CIDEr" (its CIDEr-D); eval files written before the key change have "CIDEr-D"
+        row["cider"] = evaluation["captions"].get("CIDEr", evaluation["captions"].get("CIDEr-D"))
     row.update(forgetting(evaluation.get("text_probes", {})))
     row["curves"] = probe_curves(run_dir)
     return row
