@@ -113,8 +113,11 @@ def base_differences(saved: Mapping[str, Any], loaded: Mapping[str, Any]) -> lis
     return diffs
 
 
+LOAD_PRETRAINED_OVERRIDE = "pass allow_base_mismatch=True to load_pretrained (CLI: --allow-base-mismatch)"
+
+
 def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], source: str, names: Mapping[str, str],
-                allow_mismatch: bool = False) -> None:
+                allow_mismatch: bool = False, override: str = LOAD_PRETRAINED_OVERRIDE) -> None:
     """Refuse (ValueError) when a tower's base differs from the one the model directory was trained on.
 
     Args:
@@ -123,6 +126,8 @@ def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], sour
         source: the file, for the message.
         names: tower -> where its weights came from (``init_args.name``), for the message.
         allow_mismatch: warn instead of raising (``allow_base_mismatch=True`` / ``--allow-base-mismatch``).
+        override: how the caller's user allows a mismatch, for the message (``load_pretrained``'s by default;
+            stage-2 initialisation names ``model.init_from_allow_base_mismatch``).
     """
     if saved is None:
         log.warning("%s has no base_fingerprints (written by an older mmpeft): the frozen bases cannot be checked",
@@ -135,7 +140,7 @@ def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], sour
     message = (f"{source}: the frozen base the model was trained on differs from the one loaded now (key "
                f"base_fingerprints): " + " | ".join(problems) + ". Its adapters and projector were trained for the "
                "saved base: point vlm.<tower>.init_args at the original weights, or, if the change is intended, "
-               "pass allow_base_mismatch=True to load_pretrained (CLI: --allow-base-mismatch).")
+               f"{override}.")
     if not allow_mismatch:
         raise ValueError(message)
     log.warning("loading anyway (allow_base_mismatch): %s", message)

@@ -26,9 +26,10 @@ from safetensors.torch import load_file
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
-from mmpeft.checkpoint import TRAINABLE_FILE, load_adapter_files
+from mmpeft.checkpoint import CONFIG_FILE, TRAINABLE_FILE, load_adapter_files, read_model_config
 from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
+from mmpeft.fingerprint import check_bases
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.trainability import format_trainability
 from mmpeft.types import IGNORE_INDEX
@@ -93,7 +94,11 @@ class VLMModule(L.LightningModule):
             embeddings and the adapters' element-wise work; the first steps pay the compilation). True uses
             inductor; a string names another ``torch.compile`` backend.
         init_from: a checkpoint directory (e.g. stage 1's) whose projector (and soft prompt / adapters, where the
-            shapes match) initialise this run. Its projector must fit.
+            shapes match) initialise this run. Its projector must fit, and it must have been trained on the same
+            frozen bases as this model (its ``base_fingerprints``, checked as ``load_pretrained`` checks them).
+        init_from_allow_base_mismatch: initialise from ``init_from`` even if its frozen bases differ from this
+            model's (a warning instead of an error): for a deliberate switch of base weights, e.g. stage 2 on a
+            further-trained LLM of the same architecture.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class VLMModule(L.LightningModule):
         gradient_checkpointing: bool | float = False,
         compile_llm_layers: bool | str = False,
         init_from: str | None = None,
+        init_from_allow_base_mismatch: bool = False,
     ):
         super().__init__()
         check_optimizer_options(weight_decay, betas, warmup_steps, min_lr_ratio)
@@ -134,7 +140,7 @@ class VLMModule(L.LightningModule):
             for layer in layers:
                 layer.compile(backend=backend)
         if init_from is not None:
-            init_from_checkpoint(vlm, init_from)
+            init_from_checkpoint(vlm, init_from, allow_base_mismatch=init_from_allow_base_mismatch)
         self._pending_rng: dict[str, Any] | None = None
         self._pending_guard_state: dict[str, Any] | None = None
         self._last_step_time: float | None = None
@@ -395,16 +401,34 @@ def enable_gradient_checkpointing(vlm: VisionLanguageModel, fraction: float = 1.
     return keep
 
 
-def init_from_checkpoint(vlm: VisionLanguageModel, directory: str) -> None:
+def init_from_checkpoint(vlm: VisionLanguageModel, directory: str, allow_base_mismatch: bool = False) -> None:
     """Initialise ``vlm`` from another run's checkpoint directory (stage 2 from stage 1).
 
-    The projector must fit (same vision embed_dim, LLM hidden size and projector options); the soft prompt and
-    adapters are taken when the checkpoint has them with matching shapes, and reported either way.
+    The checkpoint's frozen bases must be ``vlm``'s (``base_fingerprints`` of its ``mmpeft_config.json`` against
+    ``vlm.base_fingerprints``, by ``mmpeft.fingerprint.check_bases`` like ``load_pretrained``): a projector and
+    adapters trained on other weights would initialise this run silently wrong. The projector must fit (same
+    vision embed_dim, LLM hidden size and projector options); the soft prompt and adapters are taken when the
+    checkpoint has them with matching shapes, and reported either way.
+
+    Args:
+        allow_base_mismatch: warn instead of raising when a base differs (``model.init_from_allow_base_mismatch``).
+
+    Raises:
+        FileNotFoundError / ValueError naming ``model.init_from``, the file, the tower and the fix.
     """
     path = Path(directory)
     file = path / TRAINABLE_FILE
     if not file.is_file():
         raise FileNotFoundError(f"model.init_from={directory}: {file} not found (give a checkpoint directory)")
+    try:
+        saved = read_model_config(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise type(e)(f"model.init_from={directory}: {e}") from None
+    check_bases(saved.get("base_fingerprints"), vlm.base_fingerprints, f"model.init_from={path / CONFIG_FILE}",
+                {"vision": vlm.vision.init_args.get("name"), "llm": vlm.llm.init_args.get("name")},
+                allow_mismatch=allow_base_mismatch,
+                override="set model.init_from_allow_base_mismatch=true (CLI: --model.init_from_allow_base_mismatch "
+                         "true)")
     state = load_file(file)
     projector = {k: v for k, v in state.items() if k.startswith("projector.")}
     own = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}

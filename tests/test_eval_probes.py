@@ -5,9 +5,13 @@ import os
 import pytest
 import torch
 from conftest import build_vlm
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from mmpeft.adapters import AdapterSpec
-from mmpeft.eval.text_probes import ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe, compare
+from mmpeft.checkpoint import load_pretrained, save_trainable
+from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.input_format import input_format_of
+from mmpeft.eval.text_probes import ChatStyleProbe, ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe, compare
 
 MC_ITEMS = [
     {"id": f"mc{i}", "query": q, "choices": c, "gold": g}
@@ -123,3 +127,89 @@ def test_probe_file_in_the_wrong_schema_names_file_line_and_id(tmp_path):
         MultipleChoiceProbe("gold", str(wrong_gold))
     with pytest.raises(FileNotFoundError, match="probe file"):
         PerplexityProbe("missing", str(tmp_path / "none.jsonl"))
+
+
+# ---------------------------------------------------------------- generation probes prompt in the trained format
+
+PROMPTS = {"What is 2 plus 3?": "em", "Say yes.": "em", "Tell me about circles.": "chat"}
+
+
+def recorded_generation(vlm):
+    """Wrap ``vlm.generate_ids``: returns the list of (prompt ids, adapters off?) it is called with."""
+    calls, generate = [], vlm.generate_ids
+
+    def record(prompts, **kwargs):
+        off = any(m.disable_adapters for m in vlm.modules() if isinstance(m, BaseTunerLayer))
+        calls.extend((list(p), off) for p in prompts)
+        return generate(prompts, **kwargs)
+
+    vlm.generate_ids = record
+    return calls
+
+
+@pytest.mark.parametrize("use_template, system_prompt, expected", [
+    (None, "Answer in one word.", "<|system|>\nAnswer in one word.</s>\n<|user|>\n{}</s>\n<|assistant|>\n"),
+    (False, "", "<s>\n\nUSER: {}\nASSISTANT:"),  # the fallback, with the empty system turn the run trained with
+])
+def test_generation_probes_prompt_in_the_saved_format_same_ids_for_base(tiny, tmp_path, probe_files, use_template,
+                                                                        system_prompt, expected):
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False))
+    tok = vlm.llm.tokenizer
+    vlm.input_format = input_format_of(ChatRenderer(tok, vlm.llm.image_token, vlm.num_image_tokens,
+                                                    system_prompt=system_prompt, use_chat_template=use_template))
+    save_trainable(vlm, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    # the saved template, not the tokenizer file's, renders the prompts
+    loaded.llm.tokenizer.chat_template = "{{ 'a changed tokenizer template must not change probe prompts' }}"
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"id": "c1", "prompt": "Tell me about circles."}])
+    calls = recorded_generation(loaded)
+    results = compare(loaded, [ExactMatchProbe("em", str(probe_files[2]), max_new_tokens=3),
+                               ChatStyleProbe("chat", str(chat), max_new_tokens=3)], progress=False)
+    adapted = [ids for ids, off in calls if not off]
+    base = [ids for ids, off in calls if off]
+    assert len(adapted) == 3 and base == adapted, "adapters off must be the only difference between the passes"
+    assert [tok.decode(ids) for ids in adapted] == [expected.format(p) for p in PROMPTS]
+    assert set(results) == {"em", "chat"}
+
+
+def test_model_without_saved_format_uses_the_tokenizer_default_and_plain_text_stays_plain(tiny, probe_files, caplog):
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False))
+    assert vlm.input_format is None
+    calls = recorded_generation(vlm)
+    compare(vlm, [ExactMatchProbe("em", str(probe_files[2]), max_new_tokens=2),
+                  ExactMatchProbe("plain", str(probe_files[2]), use_chat_template=False, max_new_tokens=2)],
+            progress=False)
+    assert "no saved input format" in caplog.text
+    prompts = [p for p, kind in PROMPTS.items() if kind == "em"]
+    default = [f"<|user|>\n{p}</s>\n<|assistant|>\n" for p in prompts]  # the tokenizer's template as it ships
+    tok = vlm.llm.tokenizer
+    plain = [tok(p)["input_ids"] for p in prompts]
+    assert [ids for ids, _ in calls] == [tok(t, add_special_tokens=False)["input_ids"] for t in default] * 2 + plain * 2
+
+
+def test_cached_base_is_reused_only_for_the_same_prompts(tiny, probe_files):
+    """A base cache shared between runs (``mmpeft demo``, ``evaluate(base_cache=...)``) must not pair one run's
+    answers with base answers to prompts in another format."""
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False))
+    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, system_prompt="Be brief.")
+    vlm.input_format = input_format_of(renderer)
+    probe, cache = ExactMatchProbe("em", str(probe_files[2]), max_new_tokens=2), {}
+    calls = recorded_generation(vlm)
+    compare(vlm, [probe], base_cache=cache, progress=False)
+    assert [off for _, off in calls] == [False, False, True, True]
+    calls.clear()
+    compare(vlm, [probe], base_cache=cache, progress=False)
+    assert [off for _, off in calls] == [False, False], "same prompts: the cached base is reused"
+    calls.clear()
+    vlm.input_format = input_format_of(ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens,
+                                                    system_prompt=""))
+    results = compare(vlm, [probe], base_cache=cache, progress=False)["em"]
+    assert [off for _, off in calls] == [False, False, True, True], "other prompts: the base runs again"
+    assert [ids for ids, off in calls if off] == [ids for ids, off in calls if not off]
+    assert results["base"]["prompts_sha256"] == results["adapted"]["prompts_sha256"] == cache["em"]["prompts_sha256"]
+
+
+def test_generation_probe_refuses_an_image_marker(tmp_path):
+    path = write_jsonl(tmp_path / "img.jsonl", [{"id": "q7", "prompt": "<image>\nWhat is this?", "answers": ["x"]}])
+    with pytest.raises(ValueError, match=r"img.jsonl: item 'q7' has <image> in its prompt"):
+        ExactMatchProbe("img", str(path))

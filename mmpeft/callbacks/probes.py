@@ -3,6 +3,10 @@
 Logged per probe metric: ``probe/<name>/<metric>`` (adapted), ``..._base`` and ``..._delta``; for perplexity also
 ``probe/<name>/perplexity_delta_pct``; with ``vqa_shards``, ``probe/vqa/overall``. The base never changes during
 training, so it is evaluated once and reused.
+
+Generation probes and the VQA probe prompt the model in its input format (``renderer_for(vlm)``), which
+``VLMModule.setup`` sets from the training data's renderer: the same system prompt and template as training and as
+the checkpoints record; the adapted and base passes get identical prompt ids (``text_probes.compare``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from mmpeft.eval.text_probes import TextProbe, compare
 
 class ForgettingProbes(Callback):
     """Args:
-    probes: text probes (``PerplexityProbe``, ``MultipleChoiceProbe``, ``ExactMatchProbe``).
+    probes: text probes (``PerplexityProbe``, ``MultipleChoiceProbe``, ``ExactMatchProbe``, ``ChatStyleProbe``).
     every_n_steps: probe interval in optimizer steps (also at step 0 and at the end of training).
     vqa_shards: optional VQA shards scored at the same points (greedy generation).
     vqa_limit: at most this many VQA questions per point.

@@ -4,6 +4,10 @@
 A soft prompt is not seen by lm-eval (it lives in the VLM, not in the HF model). Tasks come from lm-eval's
 registry (needs the hub for their datasets) or from local YAML files (``include_path``), which work offline.
 Needs the optional ``lm-eval`` package (``requirements-eval.txt``).
+
+Prompts are lm-eval's, by design: each task's own format (and lm-eval's own chat-template switches), never the
+model's saved input format (``mmpeft.data.input_format``), so scores stay comparable with published lm-eval numbers.
+mmpeft's own generation probes (``mmpeft.eval.text_probes``) are the ones that prompt in the trained format.
 """
 
 from __future__ import annotations

@@ -11,15 +11,28 @@
   stays to the base model's answer to the same prompt (``rougeL_to_base``: pycocoevalcap's ROUGE-L F-measure of
   the lower-cased, space-split answers, 1.0 = the base's words in the base's order).
 
+Prompts of the generation probes (``GenerationProbe``): each prompt is one user turn rendered in the model's input
+format, ``renderer_for(vlm)`` (``mmpeft.data.input_format``): the chat template or USER/ASSISTANT fallback, the
+template text and the system prompt saved in the model directory (during training: the data config's, set by
+``VLMModule.setup``), so a run trained with ``system_prompt: ""`` is probed with that, not with the tokenizer's
+default. Only a model without a saved format (built in Python, or a directory older than saved formats) falls back to
+``ChatRenderer``'s defaults: the tokenizer's own template with its default system prompt (the USER/ASSISTANT fallback
+if it has none), with a warning. ``use_chat_template=False`` is the explicit plain-text choice: the tokenizer's
+encoding of the bare prompt (BOS + prompt). ``compare`` renders the prompt ids once per probe and feeds the same ids
+to the adapted and the base pass, so adapters are the only difference. The lm-eval bridge
+(``mmpeft.eval.lm_eval_bridge``) is different by design: lm-eval tasks bring their own prompt formats and never see
+the model's.
+
 ``compare(vlm, probes)`` reports each three ways: adapted, base, and adapted - base, with 95% intervals over the
-probe's items (perplexity: its windows; paired for the difference, see ``mmpeft.eval.intervals``). The probes go through
-``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
+probe's items (perplexity: its windows; paired for the difference, see ``mmpeft.eval.probe_statistics``). The
+probes go through ``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
 
 Probe files are JSONL; each line is checked and a bad one is reported with its file, line and id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -33,7 +46,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mmpeft.adapters.inject import disabled_adapters
-from mmpeft.eval.intervals import bootstrap_interval, mean_interval, paired_difference_interval
+from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.input_format import renderer_for
+from mmpeft.data.schema import IMAGE_MARKER
+from mmpeft.eval.probe_statistics import probe_intervals, rouge_l_to_base
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
 
@@ -193,14 +209,18 @@ class MultipleChoiceProbe(TextProbe):
                 "correct_norm": correct_norm}
 
 
-def chat_prompt_ids(vlm: VisionLanguageModel, prompt: str, use_chat_template: bool) -> list[int]:
-    """A user prompt as generation-ready ids: through the chat template (when asked and present) or plain."""
-    tok = vlm.llm.tokenizer
-    if use_chat_template and getattr(tok, "chat_template", None):
-        text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True)
-        return tok(text, add_special_tokens=False)["input_ids"]
-    return tok(prompt)["input_ids"]
+def user_prompt_ids(vlm: VisionLanguageModel, prompts: Sequence[str], renderer: ChatRenderer | None,
+                    ) -> list[list[int]]:
+    """Prompts as generation-ready ids.
+
+    Args:
+        renderer: each prompt becomes one user turn in this renderer's format (system prompt, template or
+            fallback, then the assistant header; ``ChatRenderer.render_prompt``). None: plain text, the tokenizer's
+            encoding of the bare prompt (with BOS where the tokenizer adds one).
+    """
+    if renderer is None:
+        return [vlm.llm.tokenizer(p)["input_ids"] for p in prompts]
+    return [renderer.render_prompt([{"role": "user", "content": p}]) for p in prompts]
 
 
 def normalize_text(text: str) -> str:
@@ -210,13 +230,57 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-class ExactMatchProbe(TextProbe):
+class GenerationProbe(TextProbe):
+    """Base of probes that generate greedy answers to the ``prompt`` of each item (``self.items``).
+
+    Prompts are rendered in the model's input format unless ``use_chat_template`` is False (module docstring).
+    """
+
+    items: list[dict[str, Any]]
+    use_chat_template: bool
+    max_new_tokens: int
+    batch_size: int
+
+    def _check_text_only(self) -> None:
+        for i, item in enumerate(self.items):
+            if IMAGE_MARKER in item["prompt"]:
+                raise ValueError(f"{self.path}: item {item.get('id', i)!r} has {IMAGE_MARKER} in its prompt; text "
+                                 "probes run without images: remove the marker")
+
+    def prompt_ids(self, vlm: VisionLanguageModel, renderer: ChatRenderer | None = None) -> list[list[int]]:
+        """The items' prompts as ids: one user turn in ``renderer``'s format (None: ``renderer_for(vlm)``, the
+        model's saved input format), or plain text when ``use_chat_template`` is False."""
+        if self.use_chat_template and renderer is None:
+            renderer = renderer_for(vlm)
+        prompts = [it["prompt"] for it in self.items]
+        return user_prompt_ids(vlm, prompts, renderer if self.use_chat_template else None)
+
+    @staticmethod
+    def prompts_digest(prompt_ids: list[list[int]]) -> str:
+        """sha256 of the prompt ids, recorded in results as ``prompts_sha256``: ``compare`` reuses a cached base
+        result only if it saw the same prompts (another run's format, e.g. its system prompt, gives others)."""
+        return hashlib.sha256(json.dumps(prompt_ids).encode()).hexdigest()
+
+    def generate(self, vlm: VisionLanguageModel, prompt_ids: list[list[int]]) -> list[str]:
+        """Greedy answers (decoded, special tokens dropped), one per prompt, in ``batch_size`` batches."""
+        if len(prompt_ids) != len(self.items):
+            raise ValueError(f"probe {self.name}: {len(prompt_ids)} prompts for {len(self.items)} items")
+        texts: list[str] = []
+        for start in range(0, len(prompt_ids), self.batch_size):
+            ids = vlm.generate_ids(prompt_ids[start : start + self.batch_size], max_new_tokens=self.max_new_tokens)
+            texts += vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return texts
+
+
+class ExactMatchProbe(GenerationProbe):
     """Greedy generation compared with reference answers (first line, normalised).
 
     Args:
         name: the probe's name in reports.
         path: JSONL with ``{"id", "prompt", "answers": [str]}`` lines.
-        use_chat_template: wrap the prompt as a user turn with the tokenizer's chat template.
+        use_chat_template: True: the prompt as a user turn in the model's input format (its saved chat template
+            or USER/ASSISTANT fallback and system prompt; the tokenizer's defaults only for a model without a
+            saved format). False: the bare prompt as plain text.
         max_new_tokens: generation budget.
         limit: use only the first ``limit`` items (smoke runs).
     """
@@ -228,30 +292,31 @@ class ExactMatchProbe(TextProbe):
         self.name, self.path, self.use_chat_template = name, path, use_chat_template
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.items = read_jsonl(path, {"prompt": str, "answers": list})[:limit]
+        self._check_text_only()
 
-    def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
+    def run(self, vlm: VisionLanguageModel, prompt_ids: list[list[int]] | None = None) -> dict[str, Any]:
+        """Args: prompt_ids: the rendered prompts (``compare`` passes the same ones to adapted and base);
+        None: ``self.prompt_ids(vlm)``."""
+        prompt_ids = self.prompt_ids(vlm) if prompt_ids is None else prompt_ids
+        texts = self.generate(vlm, prompt_ids)
         hits = contains = 0
         outputs = []
-        for start in range(0, len(self.items), self.batch_size):
-            chunk = self.items[start : start + self.batch_size]
-            ids = vlm.generate_ids([chat_prompt_ids(vlm, it["prompt"], self.use_chat_template) for it in chunk],
-                                   max_new_tokens=self.max_new_tokens)
-            texts = vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)
-            for item, text in zip(chunk, texts):
-                answer = next((line.strip() for line in text.split("\n") if line.strip()), "")
-                targets = {normalize_text(a) for a in item["answers"]}
-                hit = normalize_text(answer) in targets
-                words = f" {re.sub(r'[^a-z0-9 ]', ' ', normalize_text(answer))} "
-                found = any(f" {t} " in words for t in targets)
-                hits += hit
-                contains += found
-                outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit), "contains": bool(found)})
+        for item, text in zip(self.items, texts, strict=True):
+            answer = next((line.strip() for line in text.split("\n") if line.strip()), "")
+            targets = {normalize_text(a) for a in item["answers"]}
+            hit = normalize_text(answer) in targets
+            words = f" {re.sub(r'[^a-z0-9 ]', ' ', normalize_text(answer))} "
+            found = any(f" {t} " in words for t in targets)
+            hits += hit
+            contains += found
+            outputs.append({"id": item.get("id"), "output": answer, "correct": bool(hit), "contains": bool(found)})
         n = len(self.items)
-        return {"exact_match": hits / n, "contains": contains / n, "n": n, "outputs": outputs}
+        return {"exact_match": hits / n, "contains": contains / n, "n": n, "outputs": outputs,
+                "prompts_sha256": self.prompts_digest(prompt_ids)}
 
 
-class ChatStyleProbe(TextProbe):
-    """Greedy chat answers to open prompts: how long they are, and (in ``compare``) how many equal the base's.
+class ChatStyleProbe(GenerationProbe):
+    """Greedy chat answers to open prompts: how long they are, and (in ``compare``) how close they stay to the base's.
 
     Fine-tuning on short VQA answers tends to make chat answers terse; this shows it.
 
@@ -260,45 +325,60 @@ class ChatStyleProbe(TextProbe):
         path: JSONL with ``{"id", "prompt"}`` lines.
         max_new_tokens: generation budget per answer.
         limit: use only the first ``limit`` prompts (smoke runs).
+        use_chat_template: as ``ExactMatchProbe``'s (True: the model's input format; False: plain text).
     """
 
     kind = "chat_style"
 
     def __init__(self, name: str, path: str, max_new_tokens: int = 24, batch_size: int = 16,
-                 limit: int | None = None):
+                 limit: int | None = None, use_chat_template: bool = True):
         self.name, self.path, self.max_new_tokens, self.batch_size = name, path, max_new_tokens, batch_size
+        self.use_chat_template = use_chat_template
         self.items = read_jsonl(path, {"prompt": str})[:limit]
+        self._check_text_only()
 
-    def run(self, vlm: VisionLanguageModel) -> dict[str, Any]:
-        outputs = []
-        for start in range(0, len(self.items), self.batch_size):
-            chunk = self.items[start : start + self.batch_size]
-            prompts = [chat_prompt_ids(vlm, it["prompt"], use_chat_template=True) for it in chunk]
-            ids = vlm.generate_ids(prompts, max_new_tokens=self.max_new_tokens)
-            outputs += [t.strip() for t in vlm.llm.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    def run(self, vlm: VisionLanguageModel, prompt_ids: list[list[int]] | None = None) -> dict[str, Any]:
+        """Args: prompt_ids: as ``ExactMatchProbe.run``'s."""
+        prompt_ids = self.prompt_ids(vlm) if prompt_ids is None else prompt_ids
+        outputs = [t.strip() for t in self.generate(vlm, prompt_ids)]
         return {"mean_chars": sum(map(len, outputs)) / len(outputs), "n": len(outputs),
-                "outputs": [{"id": it.get("id"), "output": o} for it, o in zip(self.items, outputs)]}
+                "outputs": [{"id": it.get("id"), "output": o} for it, o in zip(self.items, outputs)],
+                "prompts_sha256": self.prompts_digest(prompt_ids)}
 
 
 def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[str, Any] | None = None,
-            progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Each probe on the adapted model and on its base: ``{name: {"adapted", "base", "delta"}}``.
+            progress: bool = True, renderer: ChatRenderer | None = None) -> dict[str, dict[str, Any]]:
+    """Each probe on the adapted model and on its base: ``{name: {"kind", "adapted", "base", "delta",
+    "interval_95"}}``.
+
+    Generation probes get their prompt ids rendered once (module docstring) and the same ids in both passes.
 
     Args:
         base_cache: results of the base by probe name, reused when given (the base never changes during
-            training) and filled otherwise.
+            training) and filled otherwise; a generation probe's cached result is reused only for the same prompt
+            ids (``prompts_sha256``), else the base runs again and replaces it.
+        renderer: the format generation probes render prompts in; None: ``renderer_for(vlm)``, the model's saved
+            input format (a caller with explicit format overrides, like ``mmpeft eval --system-prompt``, passes
+            its renderer).
     """
     was_training = vlm.training
     vlm.eval()
     results: dict[str, dict[str, Any]] = {}
+    if renderer is None and any(isinstance(p, GenerationProbe) and p.use_chat_template for p in probes):
+        renderer = renderer_for(vlm)  # once: warns once for a model without a saved format
     try:
         for probe in tqdm(probes, desc="text probes", disable=not progress):
-            adapted = probe.run(vlm)
-            if base_cache is not None and probe.name in base_cache:
-                base = base_cache[probe.name]
+            if isinstance(probe, GenerationProbe):
+                prompts = probe.prompt_ids(vlm, renderer)  # adapters do not touch rendering: one set for both
+                adapted = probe.run(vlm, prompts)
+            else:
+                adapted = probe.run(vlm)
+            cached = base_cache.get(probe.name) if base_cache is not None else None
+            if cached is not None and cached.get("prompts_sha256") == adapted.get("prompts_sha256"):
+                base = cached  # same probe, same prompt ids (generation probes): the base's answers are these
             else:
                 with disabled_adapters(vlm):
-                    base = probe.run(vlm)
+                    base = probe.run(vlm, prompts) if isinstance(probe, GenerationProbe) else probe.run(vlm)
                 if base_cache is not None:
                     base_cache[probe.name] = base
             delta = {k: adapted[k] - base[k] for k in adapted
@@ -310,60 +390,3 @@ def compare(vlm: VisionLanguageModel, probes: Sequence[Any], base_cache: dict[st
     finally:
         vlm.train(was_training)
     return results
-
-
-def rouge_l_to_base(adapted: dict[str, Any], base: dict[str, Any]) -> list[float]:
-    """Per prompt: ROUGE-L F-measure (pycocoevalcap's ``Rouge``, beta 1.2) of the adapted answer against the base's,
-    both lower-cased and split on spaces; two empty answers count as equal (1.0)."""
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    rouge = Rouge()
-    scores = []
-    for a, b in zip(adapted["outputs"], base["outputs"], strict=True):
-        mine, theirs = " ".join(a["output"].lower().split()), " ".join(b["output"].lower().split())
-        if not mine or not theirs:
-            scores.append(float(mine == theirs))
-            continue
-        scores.append(float(rouge.calc_score([mine], [theirs])))
-    return scores
-
-
-def _per_item(result: dict[str, Any]) -> dict[str, list[float]]:
-    """The per-item values behind each mean-type metric of a probe result."""
-    items: dict[str, list[float]] = {}
-    if "correct" in result and "acc" in result:
-        items["acc"], items["acc_norm"] = result["correct"], result["correct_norm"]
-    outputs = result.get("outputs")
-    if outputs:
-        if "correct" in outputs[0]:
-            items["exact_match"] = [float(o["correct"]) for o in outputs]
-        if "contains" in outputs[0]:
-            items["contains"] = [float(o["contains"]) for o in outputs]
-        if "mean_chars" in result:
-            items["mean_chars"] = [float(len(o["output"])) for o in outputs]
-    return items
-
-
-def probe_intervals(adapted: dict[str, Any], base: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
-    """``{metric: {"adapted": [lo, hi], "base": [lo, hi], "delta": [lo, hi]}}``: 95% intervals over the probe's
-    items (perplexity: windows), the difference paired item by item."""
-    out: dict[str, dict[str, list[float]]] = {}
-    if "windows" in adapted and "windows" in base:
-        a_nll, tokens = zip(*adapted["windows"])
-        b_nll, b_tokens = zip(*base["windows"])
-        if tokens == b_tokens:  # same windows (same tokenizer and corpus): paired
-            for metric, f in (("perplexity", np.exp), ("nll_per_token", lambda x: x)):
-                out[metric] = {
-                    "adapted": list(bootstrap_interval([a_nll, tokens], lambda n, t, f=f: f(n.sum() / t.sum()))),
-                    "base": list(bootstrap_interval([b_nll, tokens], lambda n, t, f=f: f(n.sum() / t.sum()))),
-                    "delta": list(bootstrap_interval(
-                        [a_nll, b_nll, tokens], lambda n, m, t, f=f: f(n.sum() / t.sum()) - f(m.sum() / t.sum()))),
-                }
-    mine, theirs = _per_item(adapted), _per_item(base)
-    for metric, values in mine.items():
-        if metric in theirs and len(theirs[metric]) == len(values):
-            out[metric] = {"adapted": list(mean_interval(values)), "base": list(mean_interval(theirs[metric])),
-                           "delta": list(paired_difference_interval(values, theirs[metric]))}
-    if "outputs" in adapted and "outputs" in base:
-        out["rougeL_to_base"] = {"adapted": list(mean_interval(rouge_l_to_base(adapted, base)))}
-    return out
