@@ -200,9 +200,18 @@ def cli_main(args: list[str] | None = None) -> Any:
 
 
 def main() -> None:
+    """The console entry point: a user error (bad option or data, ``ValueError``/``FileNotFoundError`` and their
+    kinds: ``NoUsableRows``, ``PartialData``) ends with its message and exit code 2, not a traceback;
+    ``MMPEFT_DEBUG=1`` shows the traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli_main()
+    try:
+        cli_main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("MMPEFT_DEBUG"):
+            raise
+        print(f"mmpeft: error: {error}\n(set MMPEFT_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import multiprocessing
 import os
 import random
@@ -37,10 +36,11 @@ import torch
 
 from mmpeft.callbacks.progress import read_progress
 from mmpeft.checkpoint import load_pretrained
-from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.input_format import renderer_for
 from mmpeft.data.schema import make_record
 from mmpeft.data.shards import MANIFEST, PreparedSample, write_json_atomic, write_shards
-from mmpeft.data.synthetic import QUESTION_TYPES, write_benchmark
+from mmpeft.data.synthetic import write_benchmark
+from mmpeft.demo_report import DemoReport
 from mmpeft.eval.captioning import caption_metrics
 from mmpeft.eval.report import write_report
 from mmpeft.eval.run import evaluate
@@ -121,11 +121,14 @@ def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
 
 
 def train_args(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, guard: bool,
-               quick: bool) -> list[str]:
-    """``mmpeft fit`` arguments of one demo run (``configs/`` presets + the demo's data, steps and probes)."""
+               quick: bool, seed: int = 0) -> list[str]:
+    """``mmpeft fit`` arguments of one demo run (``configs/`` presets + the demo's data, steps and probes).
+
+    ``seed`` is the training seed (initialisation, dropout, data order); the benchmark is the same for every seed.
+    """
     run_dir = out / name
     args = ["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/model/demo.yaml",
-            "--config", "configs/peft/demo.yaml",
+            "--config", "configs/peft/demo.yaml", f"--seed_everything={seed}", f"--data.seed={seed}",
             f"--data.train_shards={paths['bench'] / 'train'}", f"--data.batch_size={batch_size}",
             "--data.num_workers=0", "--data.shuffle_buffer=500", f"--run_dir={run_dir}",
             f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=5",
@@ -149,50 +152,31 @@ def train_args(name: str, out: Path, paths: dict[str, Path], steps: int, batch_s
     return args
 
 
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson interval of a proportion (in percent)."""
-    if n == 0:
-        return 0.0, 0.0
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return 100 * (centre - half), 100 * (centre + half)
-
-
 def baselines(bench: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Majority-answer VQA accuracy per type and a constant caption's CIDEr-D, on the same test items."""
+    """The majority answer per VQA question type and one constant caption, scored on the same test items as the
+    runs (per question / per image, so the report can pair them)."""
     meta = json.loads((bench / "baselines.json").read_text())
     vqa = [p for p in predictions if p["task"] == "vqa"]
     refs = {p["eval"]["question_id"]: p["eval"] for p in vqa}
     majority = {p["eval"]["question_id"]: meta["majority_answer"][p["eval"]["question_type"]]["answer"] for p in vqa}
-    base = vqa_accuracy(majority, refs)
     caps = [p for p in predictions if p["task"] == "captions"]
-    cider = caption_metrics({p["eval"]["image_id"]: meta["constant_caption"] for p in caps},
-                            {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, tokenizer="ptb",
-                            meteor=False)["CIDEr"]
-    return {"vqa_per_type": base.per_question_type, "vqa_mean_over_types": _mean(base.per_question_type),
-            "constant_caption": meta["constant_caption"], "constant_caption_cider": cider,
-            "majority_answers": {t: v["answer"] for t, v in meta["majority_answer"].items()}}
-
-
-def _mean(by_type: dict[str, float]) -> float:
-    return sum(by_type.values()) / max(len(by_type), 1)
+    captions = caption_metrics({p["eval"]["image_id"]: meta["constant_caption"] for p in caps},
+                               {p["eval"]["image_id"]: p["eval"]["captions"] for p in caps}, tokenizer="ptb")
+    # JSON-shaped like the runs' scores (string keys), so per-item pairing works on both
+    return json.loads(json.dumps({"vqa": vqa_accuracy(majority, refs).to_dict(), "captions": captions,
+                                  "constant_caption": meta["constant_caption"],
+                                  "majority_answers": {t: v["answer"] for t, v in meta["majority_answer"].items()}},
+                                 default=str))
 
 
 def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache: dict[str, Any]) -> dict[str, Any]:
     vlm = load_pretrained(run_dir / "checkpoints" / "last.ckpt")
-    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=256,
-                            system_prompt="")
+    renderer = renderer_for(vlm)  # the format the run trained with, saved in its checkpoint (configs/model/demo.yaml)
     say(f"evaluating '{run_dir.name}': VQA, captions, text probes (adapted and base)")
     scores, predictions = evaluate(vlm, renderer, vqa=str(paths["bench"] / "test_vqa"),
                                    captions=str(paths["bench"] / "test_captions"), probes=probes(paths, quick),
                                    batch_size=32, max_new_tokens={"vqa": 6, "captions": 12 if quick else 24},
                                    base_cache=base_cache, caption_tokenizer="ptb")
-    per_type_n: dict[str, int] = {}
-    for p in predictions:
-        if p["task"] == "vqa":
-            per_type_n[p["eval"]["question_type"]] = per_type_n.get(p["eval"]["question_type"], 0) + 1
-    scores["vqa"]["interval_95"] = {t: wilson(scores["vqa"]["per_question_type"][t] / 100, n)
-                                    for t, n in per_type_n.items()}
     scores["step"] = json.loads((run_dir / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())[
         "extra"]["global_step"]
     (run_dir / "eval").mkdir(exist_ok=True)
@@ -203,76 +187,27 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     return {"scores": scores, "predictions": predictions}
 
 
-def report(out: Path, runs: dict[str, dict[str, Any]], base: dict[str, Any], seconds: float) -> str:
-    lines = [f"# mmpeft demo ({'quick' if len(runs) and runs[next(iter(runs))]['quick'] else 'full'})", "",
-             f"Wall time {seconds / 60:.1f} min. Towers: SmolLM2-135M-Instruct + EfficientNet-Lite0 (ImageNet), "
-             "projector + LoRA in both towers. VQA accuracy in %, 95% Wilson interval in brackets.", "",
-             "## VQA accuracy by question type (test split)", "",
-             "| question type | majority baseline (answer) | " + " | ".join(runs) + " |",
-             "| --- | --- |" + " --- |" * len(runs)]
-    checks = []
-    for t in QUESTION_TYPES:
-        cells = []
-        for name, r in runs.items():
-            vqa = r["scores"]["vqa"]
-            if t not in vqa["per_question_type"]:
-                cells.append("")
-                continue
-            lo, hi = vqa["interval_95"][t]
-            cells.append(f"{vqa['per_question_type'][t]:.1f} [{lo:.1f}, {hi:.1f}]")
-            checks.append((f"{name}: '{t}' above its baseline beyond the 95% interval", lo > base["vqa_per_type"][t]))
-        lines.append(f"| {t} | {base['vqa_per_type'].get(t, float('nan')):.1f} ({base['majority_answers'][t]}) | "
-                     + " | ".join(cells) + " |")
-    lines.append(f"| **mean over types** | {base['vqa_mean_over_types']:.1f} | "
-                 + " | ".join(f"{_mean(r['scores']['vqa']['per_question_type']):.1f}" for r in runs.values())
-                 + " |")
-    for name, r in runs.items():
-        ratio = _mean(r["scores"]["vqa"]["per_question_type"]) / max(base["vqa_mean_over_types"], 1e-9)
-        checks.append((f"{name}: mean over types {ratio:.2f}x the mean baseline (target >= 1.8x)", ratio >= 1.8))
-    lines += ["", "## Captions (test split)", "", "| metric | constant caption | " + " | ".join(runs) + " |",
-              "| --- | --- |" + " --- |" * len(runs)]
-    for metric, key in (("CIDEr-D", "CIDEr"), ("BLEU-4", "Bleu_4"), ("ROUGE-L", "ROUGE_L"), ("METEOR", "METEOR")):
-        values = [r["scores"]["captions"].get(key) for r in runs.values()]
-        const = f"{base['constant_caption_cider']:.3f}" if metric == "CIDEr-D" else ""
-        lines.append(f"| {metric} | {const} | " + " | ".join("" if v is None else f"{v:.3f}" for v in values) + " |")
-    for name, r in runs.items():
-        cider = r["scores"]["captions"]["CIDEr"]
-        checks.append((f"{name}: CIDEr-D {cider:.3f} vs constant caption {base['constant_caption_cider']:.3f} "
-                       "(target: far above, >= 3x)", cider >= 3 * base["constant_caption_cider"]))
-    lines += ["", f"Constant caption: \"{base['constant_caption']}\".", "", "## Text skills: adapted vs base", "",
-              "| probe | metric | base | " + " | ".join(f"{n} (delta)" for n in runs) + " |",
-              "| --- | --- | --- |" + " --- |" * len(runs)]
-    first = next(iter(runs.values()))["scores"]["text_probes"]
-    for probe, result in first.items():
-        for metric in result["delta"]:
-            row = [f"{runs[n]['scores']['text_probes'][probe]['adapted'][metric]:.4g} "
-                   f"({runs[n]['scores']['text_probes'][probe]['delta'][metric]:+.4g})" for n in runs]
-            lines.append(f"| {probe} | {metric} | {result['base'][metric]:.4g} | " + " | ".join(row) + " |")
-        if "identical_to_base" in result["adapted"]:
-            row = [f"{runs[n]['scores']['text_probes'][probe]['adapted']['identical_to_base']:.2f}" for n in runs]
-            lines.append(f"| {probe} | answers identical to base | 1 | " + " | ".join(row) + " |")
-    if {"plain", "kl"} <= set(runs):
-        drift = {n: abs(runs[n]["scores"]["text_probes"]["ppl_prose"]["delta"]["perplexity"]) for n in ("plain", "kl")}
-        checks.append((f"kl: prose perplexity drift {drift['kl']:.3f} < plain's {drift['plain']:.3f}",
-                       drift["kl"] < drift["plain"]))
-        chat = {n: runs[n]["scores"]["text_probes"]["chat"]["adapted"]["identical_to_base"] for n in ("plain", "kl")}
-        checks.append((f"kl: chat answers identical to base {chat['kl']:.2f} >= plain's {chat['plain']:.2f}",
-                       chat["kl"] >= chat["plain"]))
-    lines += ["", "## Chat answers (first 4 prompts)", ""]
-    for probe_name in ("chat",):
-        base_out = first[probe_name]["base"]["outputs"]
-        for i, item in enumerate(base_out[:4]):
-            lines.append(f"- base: {item['output']!r}")
-            for n in runs:
-                answer = runs[n]["scores"]["text_probes"][probe_name]["adapted"]["outputs"][i]["output"]
-                lines.append(f"  - {n}: {answer!r}")
-    lines += ["", "## Targets", ""] + [f"- [{'x' if ok else ' '}] {text}" for text, ok in checks]
-    lines += ["", "Plots: `vl_vs_forgetting.png` (VL score vs perplexity change), `curves.png` (over training).", ""]
-    text = "\n".join(lines)
+def report(out: Path, arms: dict[str, list[dict[str, Any]]], base: dict[str, Any], seconds: float,
+           quick: bool) -> str:
+    """``report.md``, ``demo.json`` and ``vl_vs_forgetting.png`` in ``out`` (see ``mmpeft.demo_report``)."""
+    builder = DemoReport(arms, base)
+    text = builder.render(seconds, quick)
+    builder.plot(out)
+    write_json_atomic(out / "demo.json", {
+        "baselines": base, "seeds": builder.seeds,
+        "runs": {name: r["scores"] for runs in arms.values() for name, r in zip(_run_names(arms), runs)},
+        "targets": builder.checks, "seconds": seconds})
     (out / "report.md").write_text(text)
-    (out / "demo.json").write_text(json.dumps({"baselines": base, "runs": {n: r["scores"] for n, r in runs.items()},
-                                               "targets": checks, "seconds": seconds}, indent=2, default=str))
     return text
+
+
+def _run_names(arms: dict[str, list[Any]]) -> list[str]:
+    return [name for arm, runs in arms.items() for name in run_names(arm, len(runs))]
+
+
+def run_names(arm: str, seeds: int) -> list[str]:
+    """Run directory names of an arm: ``plain`` for one seed, ``plain-seed0``.. for several."""
+    return [arm] if seeds == 1 else [f"{arm}-seed{s}" for s in range(seeds)]
 
 
 @dataclass
@@ -389,10 +324,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained / evaluated at the same time, CPU threads "
                         "split between them (1: one after the other, each with every thread)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (the same for every run)")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per arm (0..N-1). 1: intervals over test "
+                        "items only; 3 or more: the report's intervals are over seeds, a comparison of the arms")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     start = time.perf_counter()
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
@@ -404,20 +343,24 @@ def main(argv: list[str] | None = None) -> str:
     paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed)
     base_file = out / "base_probes.json"  # the base model's probe results, computed by the first evaluation
     base_file.unlink(missing_ok=True)
-    jobs = [Job(name, "train", {"args": train_args(name, out, paths, steps, batch_size, guard, args.quick)},
-                out / name / "train.log") for name, guard in RUNS]
+    # (run name, arm, guard, seed), seeds interleaved so parallel jobs train both arms of a seed side by side
+    plan = [(name, arm, guard, seed) for seed in range(args.seeds) for arm, guard in RUNS
+            for name in [run_names(arm, args.seeds)[seed]]]
+    jobs = [Job(name, "train", {"args": train_args(name, out, paths, steps, batch_size, guard, args.quick, seed)},
+                out / name / "train.log") for name, _, guard, seed in plan]
+    # evaluations one after the other: the first computes the base model's probes, the others reuse them
     jobs += [Job(name, "eval", {"run_dir": out / name, "paths": paths, "quick": args.quick, "base_file": base_file},
-                 out / name / "eval.log", after=(f"{name}/train",) + tuple(f"{n}/eval" for n, _ in RUNS[:i]))
-             for i, (name, _) in enumerate(RUNS)]
+                 out / name / "eval.log", after=(f"{name}/train",) + tuple(f"{n}/eval" for n, *_ in plan[:i]))
+             for i, (name, *_) in enumerate(plan)]
     for job in jobs:
         job.log.unlink(missing_ok=True)
-    say(f"{len(RUNS)} runs of {steps} VL steps: " + ", ".join(
-        f"'{n}'" + (f" (+ KL-to-base on {TEXT_RATIO:.0%} text-only rows)" if g else "") for n, g in RUNS))
+    say(f"{len(plan)} runs of {steps} VL steps ({args.seeds} training seed{'s' * (args.seeds > 1)} per arm): "
+        + ", ".join(f"'{n}'" + (f" (+ KL-to-base on {TEXT_RATIO:.0%} text-only rows)" if g else "") for n, g in RUNS))
     run_jobs(jobs, args.jobs, max(1, torch.get_num_threads()))
-    runs = {name: {**load_eval(out / name), "quick": args.quick} for name, _ in RUNS}
-    base = baselines(paths["bench"], runs["plain"]["predictions"])
-    write_report([out / n for n in runs], out)
-    text = report(out, runs, base, time.perf_counter() - start)
+    arms = {arm: [load_eval(out / name) for name in run_names(arm, args.seeds)] for arm, _ in RUNS}
+    base = baselines(paths["bench"], arms["plain"][0]["predictions"])
+    write_report([out / name for name, *_ in plan], out)  # curves.png (and the cross-run table report.json)
+    text = report(out, arms, base, time.perf_counter() - start, args.quick)
     print(text)
     say(f"done in {(time.perf_counter() - start) / 60:.1f} min; report in {out / 'report.md'}")
     return text

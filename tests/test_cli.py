@@ -1,14 +1,18 @@
 import csv
 import json
 import logging
+import shutil
 
 import pytest
 import torch
 from lightning_helpers import SimulatedKill
 from safetensors.torch import load_file
+from shard_damage import damage, text_sample, write_dir
+from test_loader import bounded
 
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.cli import cli_main
+from mmpeft.data.pipeline import NoUsableRows
 from mmpeft.tiny import save_tiny_towers
 
 CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
@@ -181,3 +185,26 @@ def test_bf16_mixed_and_gradient_checkpointing_train_on_cpu(towers, tmp_path):
     assert all(s["llm_training"] and s["adapter_dropout"] and all(s["adapter_dropout"]) for s in modes["steps"])
     # forward + recomputation in backward, per step (the first layer sees the one packed or padded batch)
     assert modes["calls"] == 2 * len(modes["steps"])
+
+
+def test_fit_logs_lost_rows_per_epoch(towers, tmp_path):
+    train = shutil.copytree(towers / "data" / "train", tmp_path / "train")
+    damage(train / "shard-000003.tar", "cut_at_boundary", "000028")  # holds 000024-000031: 4 rows lost, quietly
+    run = tmp_path / "run"
+    cli_main(fit_args(towers, run, "--config", "configs/peft/projector_only.yaml", f"--data.train_shards={train}",
+                      "--trainer.max_steps=9", "--trainer.limit_val_batches=0"))  # 60 rows: 8 batches an epoch
+    logged = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("data/lost")]
+    assert len(logged) == 1, "one row per completed epoch (epoch 1 is stopped by max_steps)"
+    assert float(logged[0]["data/lost"]) == 4 and float(logged[0]["data/lost_truncated_shard"]) == 4
+    assert float(logged[0]["data/rows"]) == 60 and float(logged[0]["data/skipped"]) == 0
+
+
+def test_fit_stops_at_once_when_no_row_is_usable(towers, tmp_path):
+    """The bug this guards: every replay row over max_length made the resampled replay stream draw shards forever
+    at 100% CPU, deaf to SIGTERM (Lightning only checks it between batches)."""
+    write_dir(tmp_path / "long_text", 8, 4, lambda i: text_sample(i, words=300))
+    with bounded(60), pytest.raises(NoUsableRows, match=r"(?s)train data gave no usable row.*too_long.*"
+                                                        r"raise data.max_length, or set data.overlong=truncate"):
+        cli_main(fit_args(towers, tmp_path / "run", "--config", "configs/peft/projector_only.yaml",
+                          f"--data.text_shards={tmp_path / 'long_text'}", "--data.text_ratio=0.5",
+                          "--data.max_length=64", "--data.num_workers=2", "--trainer.max_steps=3"))

@@ -1,19 +1,24 @@
 import io
 import json
 import logging
+import signal
 from collections import Counter
+from contextlib import contextmanager
 
 import pytest
 import torch
 import webdataset as wds
 from conftest import build_vision
 from PIL import Image
+from shard_damage import damage, image_sample, text_sample, write_dir
 
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.collate import Collator, batch_rows
+from mmpeft.data.datamodule import VLDataModule
+from mmpeft.data.integrity import ShardDamaged
 from mmpeft.data.loader import VLLoader, VLStream
 from mmpeft.data.mixing import ReplayMixer
-from mmpeft.data.pipeline import Placement, SampleProcessor, ShardRows, SkipCounts
+from mmpeft.data.pipeline import NoUsableRows, Placement, SampleProcessor, ShardRows, SkipCounts
 from mmpeft.data.schema import SampleError, image_field, make_record
 from mmpeft.towers.llm import LLMTower
 from mmpeft.types import IGNORE_INDEX
@@ -179,6 +184,14 @@ def test_strict_mode_raises_with_shard_and_key(tmp_path, processor):
         list(rows(Placement()))
 
 
+def test_strict_mode_raises_on_lost_rows(tmp_path, processor):
+    urls = write_dir(tmp_path / "img", 6, 6)
+    damage(urls[0], "zero_header", "000004")
+    rows = ShardRows(urls, processor[0], SkipCounts(), shuffle=False, strict=True)
+    with pytest.raises(ShardDamaged, match=r"shard-000000.tar: corrupt_shard, 2 row\(s\) lost \(4 of 6"):
+        list(rows(Placement()))
+
+
 def test_resampled_needs_an_epoch_length(tmp_path, processor):
     proc, tok = processor
     rows = ShardRows(write_image_shards(tmp_path / "img", n_shards=1), proc, SkipCounts(), resampled=True)
@@ -188,14 +201,104 @@ def test_resampled_needs_an_epoch_length(tmp_path, processor):
     assert sum(len(b["id"]) for b in VLLoader(stream, SkipCounts())) == 10
 
 
-def test_truncated_shard_is_counted_and_the_rest_still_read(tmp_path, processor):
-    urls = write_image_shards(tmp_path / "img", n_shards=2, per_shard=6)
+def test_shards_without_a_manifest_still_report_damage_with_unknown_counts(tmp_path, processor, caplog):
+    urls = write_image_shards(tmp_path / "img", n_shards=2, per_shard=6)  # raw TarWriter: no manifest
     data = open(urls[0], "rb").read()
     open(urls[0], "wb").write(data[: len(data) // 2])
-    loader = make_loader(processor, urls, batch_size=4)
-    ids = [i for b in loader for i in b["id"]]
+    with caplog.at_level(logging.INFO):
+        loader = make_loader(processor, urls, batch_size=4)
+        ids = [i for b in loader for i in b["id"]]
     assert {f"s1_{i}" for i in range(6)} <= set(ids) and len(ids) < 12
-    assert set(loader.history[-1].skipped) == {"corrupt_shard"}, "the read error is counted, never silent"
+    stats = loader.history[-1]
+    assert stats.damaged == {urls[0]: "truncated_shard"} and stats.lost == {} and stats.unchecked_reads == 2
+    assert "rows lost to damaged shards cannot be counted" in caplog.text, "says the counts are unchecked"
+    assert f"unknown number of rows (no manifest count) in {urls[0]} (truncated_shard)" in caplog.text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_lost_rows_are_reported_per_shard_and_epoch(tmp_path, processor, workers, caplog):
+    urls = write_dir(tmp_path / "img", 24, 6)  # the project's writer: shards + manifest.json
+    damage(urls[1], "cut_at_boundary", "000009")  # holds 000006-000011: 3 rows lost, and tarfile ends quietly
+    damage(urls[2], "garbage_header", "000014")  # holds 000012-000017: 4 rows lost, also quietly
+    loader = make_loader(processor, urls, batch_size=4, workers=workers)
+    for epoch in range(2):
+        with caplog.at_level(logging.INFO, logger="mmpeft.data.loader"):
+            ids = [i for b in loader for i in b["id"]]
+        stats = loader.history[-1]
+        assert stats.lost == {urls[1]: {"truncated_shard": 3}, urls[2]: {"corrupt_shard": 4}}, f"epoch {epoch}"
+        assert len(ids) + sum(stats.skipped.values()) + stats.lost_rows == 24 == len(ids) + 7
+        assert stats.unchecked_reads == 0 and stats.damaged == {}
+        metrics = stats.metrics()
+        assert (metrics["lost"], metrics["lost_truncated_shard"], metrics["lost_corrupt_shard"]) == (7, 3, 4)
+        assert f"lost: 7 rows ({urls[1]}: truncated_shard 3; {urls[2]}: corrupt_shard 4)" in caplog.text
+        caplog.clear()
+
+
+def test_partial_reads_report_no_false_losses(tmp_path, processor):
+    proc, tok = processor
+    urls = write_dir(tmp_path / "img", 24, 6)
+    for resampled, rows_per_epoch in ((False, 9), (True, 30)):  # cut inside a shard / drawn with replacement
+        skips = SkipCounts()
+        rows = ShardRows(urls, proc, skips, resampled=resampled, shuffle_buffer=1)
+        loader = VLLoader(VLStream(rows, None, 0.0, 4, Collator(tok.pad_token_id), rows_per_epoch=rows_per_epoch),
+                          skips)
+        assert sum(len(b["id"]) for b in loader) == rows_per_epoch
+        reads = skips.shard_reads()
+        assert loader.history[-1].lost == {} and loader.history[-1].damaged == {}
+        assert reads[:, SkipCounts.READS].sum() < reads[:, SkipCounts.ROWS].sum() / 6, "some reads were cut short"
+    damage(urls[0], "cut_at_boundary", "000003")
+    skips = SkipCounts()
+    rows = ShardRows(urls, proc, skips, resampled=True, shuffle_buffer=1)
+    loader = VLLoader(VLStream(rows, None, 0.0, 4, Collator(tok.pad_token_id), rows_per_epoch=60), skips)
+    list(loader)
+    complete = int(skips.shard_reads()[0, SkipCounts.READS])
+    assert complete >= 1 and loader.history[-1].lost == {urls[0]: {"truncated_shard": 3 * complete}}, \
+        "a resampled shard loses its rows on every complete read"
+
+
+@contextmanager
+def bounded(seconds: int):
+    """Fail instead of hanging: an epoch with nothing usable used to spin forever (and Lightning defers SIGTERM
+    to the next batch, which never came)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: the data pipeline spins on unusable data")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("case", ["images_too_long", "replay_too_long", "resampled_too_long", "corrupt_shards"])
+def test_data_with_nothing_usable_stops_at_once_with_the_fix(tmp_path, processor, case):
+    proc, tok = processor
+    long_images = case in ("images_too_long", "resampled_too_long")
+    image_dir, text_dir = tmp_path / "img", tmp_path / "txt"
+    urls = write_dir(image_dir, 16, 4, lambda i: image_sample(i, words=200 if long_images else 0))
+    write_dir(text_dir, 8, 4, lambda i: text_sample(i, words=300 if case == "replay_too_long" else 4))
+    if case == "corrupt_shards":
+        for i, url in enumerate(urls):
+            damage(url, "garbage_header", f"{4 * i:06d}")  # at each shard's first sample: nothing readable
+    replay, resampled = case == "replay_too_long", case == "resampled_too_long"
+    data = VLDataModule(train_shards=str(image_dir), text_shards=str(text_dir), max_length=64, batch_size=4,
+                        num_workers=2 if replay else 0, shuffle_buffer=4, text_ratio=0.5 if replay else 0.0,
+                        resampled=resampled, rows_per_epoch=8 if resampled else None)
+    data.connect(tok, proc.image_transform, "<image>", 4)
+    loader = data.train_dataloader()
+    with bounded(30), pytest.raises(NoUsableRows) as raised:
+        for _ in range(3):  # epochs: the first must already fail
+            list(loader)
+    message = str(raised.value)
+    assert message.startswith("train data gave no usable row (epoch 0")
+    if case == "corrupt_shards":
+        assert "corrupt_shard" in message and "re-run its data_prep converter" in message and urls[0] in message
+    else:
+        assert "too_long" in message and "raise data.max_length, or set data.overlong=truncate" in message
+        assert str(text_dir if replay else image_dir) in message, "names the shards"
+        assert not replay or str(image_dir) not in message, "only the stream that gave nothing"
 
 
 def test_too_few_shards_for_the_readers_is_a_clear_error(tmp_path, processor):

@@ -1,6 +1,9 @@
 """The run directory keeps its records across resumes, and bad options fail before any tower loads."""
 
 import csv
+import os
+import subprocess
+import sys
 
 import pytest
 from lightning_helpers import SimulatedKill
@@ -75,3 +78,12 @@ def test_bad_options_fail_before_the_towers_load(towers, tmp_path, monkeypatch, 
     monkeypatch.setattr(llm_module.LLMTower, "__init__", no_loading)
     with pytest.raises(ValueError, match=message):
         cli_main(fit_args(towers, tmp_path / "bad", option))
+
+
+def test_console_entry_reports_a_bad_option_without_a_traceback(tmp_path):
+    args = fit_args(tmp_path / "towers-not-needed", tmp_path / "run", "--model.lr.llm=-1")
+    out = subprocess.run([sys.executable, "-c", "from mmpeft.cli import main; main()", *args],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2
+    assert "mmpeft: error: model.lr.llm=-1.0: a learning rate must be a finite number >= 0" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -49,8 +49,14 @@ class ForgettingProbes(Callback):
                 metrics[f"probe/{name}/{key}"] = float(r["adapted"][key])
                 metrics[f"probe/{name}/{key}_base"] = float(r["base"][key])
                 metrics[f"probe/{name}/{key}_delta"] = float(delta)
+                interval = r.get("interval_95", {}).get(key, {}).get("delta")
+                if interval is not None:  # 95% interval over the probe's items, for curves with error bands
+                    metrics[f"probe/{name}/{key}_delta_lo"], metrics[f"probe/{name}/{key}_delta_hi"] = interval
                 if key == "perplexity":
                     metrics[f"probe/{name}/perplexity_delta_pct"] = 100 * delta / r["base"][key]
+                    if interval is not None:
+                        metrics[f"probe/{name}/perplexity_delta_pct_lo"] = 100 * interval[0] / r["base"][key]
+                        metrics[f"probe/{name}/perplexity_delta_pct_hi"] = 100 * interval[1] / r["base"][key]
         if self.vqa_shards is not None:
             from mmpeft.data.datamodule import resolve_shards
             from mmpeft.data.input_format import renderer_for
@@ -62,7 +68,9 @@ class ForgettingProbes(Callback):
             preds = predict(module.vlm, renderer, resolve_shards(self.vqa_shards), self.batch_size,
                             self.max_new_tokens, limit=self.vqa_limit, description="probe VQA")
             module.vlm.train(was_training)
-            metrics["probe/vqa/overall"] = score_vqa(preds)["overall"]
+            vqa = score_vqa(preds)
+            metrics["probe/vqa/overall"] = vqa["overall"]
+            metrics["probe/vqa/overall_lo"], metrics["probe/vqa/overall_hi"] = vqa["interval_95"]["overall"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 

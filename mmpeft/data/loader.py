@@ -3,7 +3,10 @@
 ``VLStream`` is the ``IterableDataset`` each DataLoader worker runs: it finds its placement (epoch, rank, worker),
 mixes its share of the image and text-only rows, and batches them. ``VLLoader`` wraps the DataLoader, advances the
 epoch, and after every pass reports what was seen: rows, the realised text-only ratio against the target, rows
-per source, and skipped samples by reason.
+per source, skipped samples by reason, and rows lost from damaged shards (by shard and reason, against the
+manifests). A pass that gives no batch, or a stream that gives no row, raises ``NoUsableRows`` naming the shards,
+the reasons and the fix: training on nothing would otherwise repeat empty epochs (or draw resampled shards)
+forever.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmpeft.data.collate import Collator, batch_rows
+from mmpeft.data.integrity import LOST_REASONS, describe_losses
 from mmpeft.data.mixing import ReplayMixer
-from mmpeft.data.pipeline import Placement, ShardRows, SkipCounts
+from mmpeft.data.pipeline import NoUsableRows, Placement, ShardRows, SkipCounts
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +79,28 @@ class VLStream(IterableDataset):
                               drop_last=self.drop_last)
 
 
+# what to do about each reason a stream gave nothing (skip reasons from the schema, lost reasons from integrity)
+_RECONVERT = ("delete the damaged shard and its .stats.json and re-run its data_prep converter (it rewrites missing "
+              "shards), or re-run it with --overwrite")
+FIXES = {
+    "too_long": "raise data.max_length, or set data.overlong=truncate to keep over-long rows cut to length",
+    "corrupt_image": "check the image files, then re-run the data_prep converter (it verifies images)",
+    "missing_image": "check the image files, then re-run the data_prep converter (it verifies images)",
+    **{reason: _RECONVERT for reason in LOST_REASONS},
+    "short_shard": "re-run the data_prep converter: the manifest does not describe these shards",
+}
+_DEFAULT_FIX = "the warnings above name a shard and key per reason; re-run the data_prep converter on the source"
+
+
 @dataclass
 class EpochStats:
-    """What one pass over a ``VLLoader`` delivered."""
+    """What one pass over a ``VLLoader`` delivered, and what it did not.
+
+    ``skipped``: samples skipped, by reason. ``lost``: rows lost, by shard and reason (complete shard reads against
+    their manifest counts; counted per read, so a resampled shard read twice counts twice). ``damaged``: shards
+    without a manifest count whose read stopped early (rows lost unknown), by reason. ``unchecked_reads``: complete
+    reads of shards without a manifest count.
+    """
 
     epoch: int
     batches: int = 0
@@ -86,10 +109,25 @@ class EpochStats:
     tokens: int = 0
     sources: Counter = field(default_factory=Counter)
     skipped: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, dict[str, int]] = field(default_factory=dict)
+    damaged: dict[str, str] = field(default_factory=dict)
+    unchecked_reads: int = 0
 
     @property
     def text_ratio(self) -> float:
         return self.text_rows / max(self.rows, 1)
+
+    @property
+    def lost_rows(self) -> int:
+        return sum(n for per in self.lost.values() for n in per.values())
+
+    def metrics(self) -> dict[str, float]:
+        """Per-epoch numbers to log; the same keys every epoch and rank (``lost_<reason>`` for every reason)."""
+        by_reason = Counter()
+        for per in self.lost.values():
+            by_reason.update(per)
+        return {"rows": self.rows, "skipped": sum(self.skipped.values()), "lost": self.lost_rows,
+                "damaged_shards": len(self.damaged), **{f"lost_{r}": by_reason[r] for r in LOST_REASONS}}
 
 
 class VLLoader:
@@ -147,24 +185,75 @@ class VLLoader:
                             persistent_workers=False)
         stats = EpochStats(epoch=self.epoch)
         skip, self.skip_batches = self.skip_batches, 0
-        for index, batch in enumerate(loader):
-            stats.batches += 1
-            stats.rows += len(batch["has_image"])
-            stats.text_rows += int((~batch["has_image"]).sum())
-            stats.tokens += int(batch["attention_mask"].sum())
-            stats.sources.update(batch["source"])
-            if index < skip:
-                continue
-            batch["epoch"], batch["index"] = self.epoch, index
-            yield batch
-        stats.skipped = self.skips.totals()
+        batches = iter(loader)
+        failed = False
+        try:
+            for index, batch in enumerate(batches):
+                stats.batches += 1
+                stats.rows += len(batch["has_image"])
+                stats.text_rows += int((~batch["has_image"]).sum())
+                stats.tokens += int(batch["attention_mask"].sum())
+                stats.sources.update(batch["source"])
+                if index < skip:
+                    continue
+                batch["epoch"], batch["index"] = self.epoch, index
+                yield batch
+        except NoUsableRows as error:  # from a reader, maybe a worker's: restated below with every process's counts
+            # The re-raised worker error sits in a reference cycle with its traceback's frames, which hold the
+            # DataLoader iterator: left to the garbage collector, its workers are shut down after its queues are
+            # finalised and each waits out a 5 s join timeout. Cut the cycle and drop the iterator here instead.
+            error.__traceback__ = None
+            failed = True
+        if failed:
+            del batches
+            self._collect(stats)
+            raise NoUsableRows(self.nothing_usable(stats))
+        self._collect(stats)
         self.history.append(stats)
         self.epoch += 1
-        log.info("%s", self.report(stats))
+        log.log(logging.WARNING if stats.lost or stats.damaged else logging.INFO, "%s", self.report(stats))
+        if stats.batches == 0 or any(self._gave_nothing(rows, read_through=True) for rows in self._readers()):
+            raise NoUsableRows(self.nothing_usable(stats))
+
+    def _collect(self, stats: EpochStats) -> None:
+        stats.skipped = self.skips.totals()
+        stats.lost, stats.damaged, stats.unchecked_reads = self.skips.losses()
+
+    def _readers(self) -> list[ShardRows]:
+        mixer = self.stream.mixer
+        return [r for r in (mixer.image_rows, mixer.text_rows) if isinstance(r, ShardRows)]
+
+    def _gave_nothing(self, rows: ShardRows, read_through: bool = False) -> bool:
+        """Not a single row this pass (``read_through``: and at least one of its shards was read to its end)."""
+        reads = self.skips.shard_reads(rows.first_shard, len(rows.urls))
+        return bool(reads[:, SkipCounts.ROWS].sum() == 0 and (reads[:, SkipCounts.READS].sum() > 0 or not read_through))
+
+    def nothing_usable(self, stats: EpochStats) -> str:
+        """The error for a pass that gave nothing to train on: the shards of the stream(s) that gave no row, the
+        skip and loss reasons, and the fix for each reason."""
+        readers = [rows for rows in self._readers() if self._gave_nothing(rows)] or self._readers()
+        shards = []
+        for rows in readers:
+            reads = self.skips.shard_reads(rows.first_shard, len(rows.urls)).tolist()
+            shards += [f"{url} ({n} complete read(s): {samples} samples, {given} rows)"
+                       for url, (n, samples, given) in zip(rows.urls, reads) if n or samples or given]
+        listed = "; ".join(shards[:5]) + (f"; and {len(shards) - 5} more" if len(shards) > 5 else "")
+        reasons = {**stats.skipped, **{r: n for per in stats.lost.values() for r, n in per.items()},
+                   **{r: 0 for r in stats.damaged.values()}}
+        fixes = sorted({FIXES.get(r, _DEFAULT_FIX) for r in reasons}) or [_DEFAULT_FIX]
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items())) or "none"
+        return (f"{self.name} data gave no usable row (epoch {stats.epoch}, {stats.batches} batches): every sample "
+                f"read from these shards was skipped or lost, so training would spin on them forever.\n"
+                f"  shards read: {listed or 'none'}\n  skipped: {skipped}\n"
+                f"  lost: {describe_losses(stats.lost, stats.damaged)}\n"
+                f"  fix: " + "\n       ".join(fixes))
 
     def report(self, stats: EpochStats) -> str:
         target = self.stream.mixer.text_ratio
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items())) or "none"
+        unchecked = (f", {stats.unchecked_reads} shard read(s) unchecked (no manifest count)"
+                     if stats.unchecked_reads else "")
         return (f"{self.name} epoch {stats.epoch}: {stats.batches} batches, {stats.rows} rows, text-only "
                 f"{stats.text_ratio:.1%} (target {target:.1%}), {stats.tokens} tokens, sources "
-                f"{dict(stats.sources)}, skipped: {skipped}")
+                f"{dict(stats.sources)}, skipped: {skipped}, lost: {describe_losses(stats.lost, stats.damaged)}"
+                f"{unchecked}")

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from mmpeft.data.pipeline import Placement
+from mmpeft.data.pipeline import NoUsableRows, Placement
 
 Rows = Callable[[Placement], Iterable[Any]]
 
@@ -68,6 +68,6 @@ def _restarting(factory: Rows, place: Placement) -> Iterator[Any]:
         for row in factory(dataclasses.replace(place, epoch=place.epoch * 1000 + passes)):
             empty = False
             yield row
-        if empty:
-            raise ValueError("the text-only replay stream is empty; check its shards")
+        if empty:  # restarting an empty stream would spin forever
+            raise NoUsableRows("the text-only replay stream gave no usable row in a whole pass; check its shards")
         passes += 1

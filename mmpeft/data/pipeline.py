@@ -3,6 +3,10 @@
 A *row* is one rendered sample (what ``Collator`` takes). ``ShardRows`` yields the rows of a list of shards for
 one (epoch, rank, worker): shards are split across ranks, then across DataLoader workers, so no sample is read
 twice in an epoch (or drawn with replacement in ``resampled`` mode), then shuffled within a bounded buffer.
+
+Every shard read to its end is checked against its manifest count (``mmpeft.data.integrity``): samples it gave
+(each a row or a skip) versus samples it should hold; the difference is lost, by shard and reason, in
+``SkipCounts``. Reads cut short by the caller (``rows_per_epoch``, a finished mix) are not compared.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from webdataset.tariterators import tarfile_samples
 
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.images import decode_image
+from mmpeft.data.integrity import LOST_REASONS, ShardDamaged, ShardOutcome, ShardReader, manifest_counts
 from mmpeft.data.schema import SKIP_REASONS, SampleError, validate_record
 
 log = logging.getLogger(__name__)
@@ -64,15 +68,47 @@ class SampleProcessor:
         }
 
 
-class SkipCounts:
-    """Skip counts per reason, in shared memory so DataLoader worker processes can report to the main process.
+class NoUsableRows(ValueError):
+    """A stream read its shards and got no row it could use (every sample skipped, or every shard unreadable)."""
 
-    Slot 0 is the main process, slot ``1 + worker_id`` a worker; each slot is written by one process only.
+
+class SkipCounts:
+    """Skip counts per reason, and per-shard read counts, in shared memory so DataLoader worker processes can report
+    to the main process.
+
+    Slot 0 is the main process, slot ``1 + worker_id`` a worker; each slot is written by one process only. Shards
+    are registered by their readers (``register``) before any worker starts; per (slot, shard) it keeps complete
+    reads, the samples they gave and the rows given (``reads``), rows lost by ``LOST_REASONS`` (``lost``), and
+    reads that stopped early with no manifest count to say how many rows that cost (``damaged``).
     """
+
+    READS, SAMPLES, ROWS = range(3)
 
     def __init__(self, max_workers: int = 64):
         self.table = torch.zeros(max_workers + 1, len(SKIP_REASONS), dtype=torch.long).share_memory_()
+        self.urls: list[str] = []
+        self.expected: list[int | None] = []
+        self.reads = self._shard_table(0, 3)
+        self.lost = self._shard_table(0, len(LOST_REASONS))
+        self.damaged = self._shard_table(0, len(LOST_REASONS))
         self._logged: set[str] = set()
+
+    def _shard_table(self, shards: int, fields: int) -> torch.Tensor:
+        return torch.zeros(self.table.shape[0], shards, fields, dtype=torch.long).share_memory_()
+
+    def register(self, urls: list[str], expected: dict[str, int | None]) -> int:
+        """Add a reader's shards (with their manifest counts); returns the index of its first shard. Call before
+        iterating: the tables are reallocated."""
+        offset = len(self.urls)
+        self.urls += urls
+        self.expected += [expected.get(u) for u in urls]
+        grown = []
+        for old in (self.reads, self.lost, self.damaged):
+            table = self._shard_table(len(self.urls), old.shape[2])
+            table[:, :offset] = old
+            grown.append(table)
+        self.reads, self.lost, self.damaged = grown
+        return offset
 
     def add(self, error: SampleError, slot: int) -> None:
         self.table[slot, SKIP_REASONS.index(error.reason)] += 1
@@ -80,12 +116,55 @@ class SkipCounts:
             self._logged.add(error.reason)
             log.warning("skipping sample (%s): %s", error.reason, error)
 
+    def add_row(self, shard: int, slot: int) -> None:
+        """Count a row given by shard ``shard`` (a registered index), as it is given: reads cut short count too."""
+        self.reads[slot, shard, self.ROWS] += 1
+
+    def add_read(self, outcome: ShardOutcome, shard: int, slot: int) -> None:
+        """Record a complete read of shard ``shard`` (a registered index)."""
+        self.reads[slot, shard, self.READS] += 1
+        self.reads[slot, shard, self.SAMPLES] += outcome.samples
+        if outcome.reason is None:
+            return
+        reason = LOST_REASONS.index(outcome.reason)
+        if outcome.lost is None:
+            self.damaged[slot, shard, reason] += 1
+        else:
+            self.lost[slot, shard, reason] += outcome.lost
+        if outcome.url not in self._logged:  # once per shard and process; the epoch report counts every read
+            self._logged.add(outcome.url)
+            log.warning("lost rows: %s", outcome.message())
+
     def reset(self) -> None:
-        self.table.zero_()
+        for table in (self.table, self.reads, self.lost, self.damaged):
+            table.zero_()
 
     def totals(self) -> dict[str, int]:
         sums = self.table.sum(0).tolist()
         return {reason: n for reason, n in zip(SKIP_REASONS, sums) if n}
+
+    def shard_reads(self, first: int = 0, count: int | None = None) -> torch.Tensor:
+        """``[shards, 3]``: complete reads, samples in them, rows given, per shard (summed over slots)."""
+        return self.reads.sum(0)[first : None if count is None else first + count]
+
+    def losses(self) -> tuple[dict[str, dict[str, int]], dict[str, str], int]:
+        """``(lost, damaged, unchecked)``: rows lost by shard and reason; shards without a manifest count whose
+        read stopped early, by reason; complete reads of shards that have no manifest count."""
+        lost_table, damaged_table = self.lost.sum(0), self.damaged.sum(0)
+        reads = self.reads.sum(0)[:, self.READS]
+        lost: dict[str, dict[str, int]] = {}
+        damaged: dict[str, str] = {}
+        for i, url in enumerate(self.urls):
+            per = {r: int(n) for r, n in zip(LOST_REASONS, lost_table[i].tolist()) if n}
+            if per:
+                merged = lost.setdefault(url, {})  # the same file may be registered by two readers
+                for r, n in per.items():
+                    merged[r] = merged.get(r, 0) + n
+            hit = [r for r, n in zip(LOST_REASONS, damaged_table[i].tolist()) if n]
+            if hit:
+                damaged[url] = hit[0]
+        unchecked = sum(int(reads[i]) for i, n in enumerate(self.expected) if n is None)
+        return lost, damaged, unchecked
 
 
 @dataclass
@@ -111,14 +190,18 @@ class ShardRows:
     Args:
         urls: shard paths (or URLs webdataset can open).
         processor: raw sample -> row.
-        skips: shared skip counts (bad samples are counted, or raised when ``strict``).
+        skips: shared counts: bad samples are counted (or raised when ``strict``), and every complete shard read is
+            compared with its manifest count (lost rows counted, or ``ShardDamaged`` raised when ``strict``).
         shuffle: shuffle shard order (per epoch) and rows within ``shuffle_buffer``.
-        resampled: draw shards with replacement forever (the caller bounds the epoch).
+        resampled: draw shards with replacement forever (the caller bounds the epoch). Raises ``NoUsableRows``
+            once every shard has been read through without giving a row, instead of drawing forever.
         strict: raise the first ``SampleError`` instead of counting it.
+        expected: samples per shard (None: unknown); default: from the manifests beside the shards.
     """
 
     def __init__(self, urls: list[str], processor: SampleProcessor, skips: SkipCounts, *, shuffle: bool = True,
-                 shuffle_buffer: int = 1000, resampled: bool = False, seed: int = 0, strict: bool = False):
+                 shuffle_buffer: int = 1000, resampled: bool = False, seed: int = 0, strict: bool = False,
+                 expected: dict[str, int | None] | None = None):
         if not urls:
             raise ValueError("no shards given")
         self.urls = list(urls)
@@ -129,6 +212,8 @@ class ShardRows:
         self.resampled = resampled
         self.seed = seed
         self.strict = strict
+        self.expected = manifest_counts(self.urls) if expected is None else dict(expected)
+        self.first_shard = skips.register(self.urls, self.expected)
 
     def shards_for(self, place: Placement) -> Iterator[str]:
         """This placement's shards: a disjoint slice per (rank, worker), or endless draws when resampled."""
@@ -156,21 +241,36 @@ class ShardRows:
                                random.Random(f"{self.seed}-rows-{place.epoch}-{place.rank}-{place.worker}"))
 
     def _process(self, place: Placement) -> Iterator[dict[str, Any]]:
-        def on_tar_error(exn: Exception) -> bool:
-            error = SampleError("corrupt_shard", f"unreadable tar data: {exn}")
-            if self.strict:
-                raise error from exn
-            self.skips.add(error, place.slot)
-            return True  # skip the rest of that shard, continue with the next
-
-        source = ({"url": url} for url in self.shards_for(place))
-        for sample in tarfile_samples(source, handler=on_tar_error):
-            try:
-                yield self.processor(sample)
-            except SampleError as error:
-                if self.strict:
-                    raise
-                self.skips.add(error, place.slot)
+        index = {url: self.first_shard + i for i, url in enumerate(self.urls)}
+        # resampled: shards read through without a row, while none has given one (None: some shard gave rows)
+        fruitless: set[str] | None = set() if self.resampled else None
+        for url in self.shards_for(place):
+            reader = ShardReader(url)
+            rows = 0
+            for sample in reader:
+                try:
+                    row = self.processor(sample)
+                except SampleError as error:
+                    if self.strict:
+                        raise
+                    self.skips.add(error, place.slot)
+                    continue
+                rows += 1
+                self.skips.add_row(index[url], place.slot)
+                yield row
+            # only reached when the shard was read to its end: a read the caller cut short is never compared
+            outcome = reader.outcome(self.expected.get(url))
+            if outcome.reason is not None and self.strict:
+                raise ShardDamaged(f"lost rows: {outcome.message()}")
+            self.skips.add_read(outcome, index[url], place.slot)
+            if fruitless is not None:
+                if rows:
+                    fruitless = None  # this stream can give rows: draws may go on forever
+                    continue
+                fruitless.add(url)
+                if len(fruitless) == len(index):
+                    raise NoUsableRows(f"every one of the {len(index)} shard(s) was read through without a usable "
+                                       f"row (e.g. {url}); skipped: {self.skips.totals() or 'none'}")
 
 
 def _buffer_shuffle(rows: Iterator[Any], size: int, rng: random.Random) -> Iterator[Any]:

@@ -250,7 +250,15 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: {directory} is not a finished mmpeft shard directory "
                                 "(re-run its data_prep converter; it resumes)")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        # readers compare what they read with these counts (mmpeft.data.integrity)
+        if not all(isinstance(s["name"], str) and isinstance(s["samples"], int) for s in manifest["shards"]):
+            raise TypeError("a shard entry's name is not a string or its samples not an integer")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a readable mmpeft manifest ({type(e).__name__}: {e}); re-run the data_prep "
+                         "converter that wrote the directory (it rewrites the manifest last)") from e
+    return manifest
 
 
 def shard_urls(directory: str | Path) -> list[str]:

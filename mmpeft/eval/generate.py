@@ -9,36 +9,50 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from webdataset.tariterators import tarfile_samples
 
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.images import decode_image
+from mmpeft.data.integrity import ShardAudit, ShardReader, manifest_counts
 from mmpeft.data.schema import SampleError, validate_record
 from mmpeft.data.skips import SkipLog
 from mmpeft.vlm import VisionLanguageModel
 
 
-def read_eval_records(urls: list[str], image_transform: Callable[[Any], torch.Tensor], skips: SkipLog
-                      ) -> Iterator[tuple[dict[str, Any], torch.Tensor | None]]:
-    """``(record, pixels [n, 3, H, W] | None)`` for every usable sample of the shards, in order."""
-    for sample in tarfile_samples({"url": u} for u in urls):
-        where = f"{sample.get('__url__')}:{sample.get('__key__')}"
-        try:
-            record = validate_record(json.loads(sample["json"]), where)
-            images = [image_transform(decode_image(sample[f], where)) for f in record["images"]]
-        except SampleError as e:
-            skips.skip(e)
-            continue
-        except (KeyError, json.JSONDecodeError) as e:
-            skips.skip(SampleError("malformed_json", f"unreadable sample ({e})", where))
-            continue
-        yield record, (torch.stack(images) if images else None)
+def read_eval_records(urls: list[str], image_transform: Callable[[Any], torch.Tensor], skips: SkipLog,
+                      audit: ShardAudit | None = None) -> Iterator[tuple[dict[str, Any], torch.Tensor | None]]:
+    """``(record, pixels [n, 3, H, W] | None)`` for every usable sample of the shards, in order.
+
+    Skipped samples are counted in ``skips`` (and ``audit``); each shard read to its end is checked against its
+    manifest count into ``audit`` (which raises ``PartialData`` at the first loss when partial sets are refused).
+    A tar error stops that shard only; its lost rows are reported, never a raw traceback or a quiet end.
+    """
+    audit = audit if audit is not None else ShardAudit()
+    expected = manifest_counts(urls)
+    for url in urls:
+        reader = ShardReader(url)
+        for sample in reader:
+            where = f"{sample.get('__url__')}:{sample.get('__key__')}"
+            try:
+                record = validate_record(json.loads(sample["json"]), where)
+                images = [image_transform(decode_image(sample[f], where)) for f in record["images"]]
+            except SampleError as e:
+                error = e
+            except (KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+                error = SampleError("malformed_json", f"unreadable sample ({e})", where)
+            else:
+                yield record, (torch.stack(images) if images else None)
+                continue
+            skips.skip(error)
+            audit.skip(error)
+        audit.finish(reader.outcome(expected[url]))
 
 
 def predict(vlm: VisionLanguageModel, renderer: ChatRenderer, urls: list[str], batch_size: int = 8,
             max_new_tokens: int = 32, skips: SkipLog | None = None, limit: int | None = None,
-            description: str = "generate") -> list[dict[str, Any]]:
-    """Greedy answers for the records of ``urls``: ``[{"id", "prediction", "eval", "source"}]``."""
+            description: str = "generate", audit: ShardAudit | None = None) -> list[dict[str, Any]]:
+    """Greedy answers for the records of ``urls``: ``[{"id", "prediction", "eval", "source"}]``.
+
+    ``audit`` collects skipped samples and lost rows per shard (see ``read_eval_records``)."""
     skips = skips or SkipLog()
     out: list[dict[str, Any]] = []
     batch: list[tuple[dict[str, Any], torch.Tensor | None]] = []
@@ -55,7 +69,7 @@ def predict(vlm: VisionLanguageModel, renderer: ChatRenderer, urls: list[str], b
         bar.update(len(batch))
         batch.clear()
 
-    for record, pixels in read_eval_records(urls, vlm.vision.image_transform, skips):
+    for record, pixels in read_eval_records(urls, vlm.vision.image_transform, skips, audit):
         if record.get("conversations") is None:
             continue  # plain-text records have nothing to answer
         batch.append((record, pixels))

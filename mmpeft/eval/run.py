@@ -14,12 +14,15 @@ from typing import Any
 import torch
 import yaml
 
-from mmpeft.checkpoint import load_pretrained
+from mmpeft.checkpoint import add_loading_flags, load_pretrained, loading_options
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.datamodule import resolve_shards
+from mmpeft.data.input_format import input_format_from_data_config, renderer_for
+from mmpeft.data.integrity import PartialData, ShardAudit, describe_losses
 from mmpeft.data.skips import SkipLog
-from mmpeft.eval.captioning import caption_metrics
+from mmpeft.eval.captioning import TOKENIZERS, caption_metrics, check_tokenizer_usable
 from mmpeft.eval.generate import predict, read_eval_records
+from mmpeft.eval.score_intervals import caption_intervals, vqa_intervals
 from mmpeft.eval.text_probes import ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe, compare
 from mmpeft.eval.vision_probe import vision_drift
 from mmpeft.eval.vqa import vqa_accuracy
@@ -40,10 +43,14 @@ def score_vqa(predictions: list[dict[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"VQA record {p['id']!r} has no eval.answers; convert it with the VQA fields kept")
         refs[qid] = p["eval"]
         preds[qid] = first_line(p["prediction"])
-    return vqa_accuracy(preds, refs).to_dict()
+    scores = vqa_accuracy(preds, refs).to_dict()
+    scores["interval_95"] = vqa_intervals(scores, refs)  # over questions (mmpeft.eval.score_intervals)
+    return scores
 
 
-def score_captions(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+def score_captions(predictions: list[dict[str, Any]], tokenizer: str = "ptb") -> dict[str, Any]:
+    """pycocoevalcap's caption metrics (``captioning.caption_metrics``): corpus figures, ``per_image`` scores and
+    95% intervals over images for the metrics that are means of them (``interval_95``)."""
     refs, preds = {}, {}
     empty = 0
     for p in predictions:
@@ -55,8 +62,8 @@ def score_captions(predictions: list[dict[str, Any]]) -> dict[str, Any]:
         empty += not caption
         # an empty generation is a model failure, scored as a caption that matches nothing (and counted)
         preds.setdefault(key, caption or "<empty>")
-    scores = caption_metrics(preds, refs)
-    scores.pop("per_image_cider")
+    scores = caption_metrics(preds, refs, tokenizer=tokenizer)
+    scores["interval_95"] = caption_intervals(scores)
     scores["empty_predictions"] = empty
     return scores
 
@@ -64,29 +71,36 @@ def score_captions(predictions: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate(vlm: VisionLanguageModel, renderer: ChatRenderer, *, vqa: str | list[str] | None = None,
              captions: str | list[str] | None = None, probes: list[Any] = (), vision: str | list[str] | None = None,
              vision_label_field: str | None = None, batch_size: int = 8, max_new_tokens: int | dict[str, int] = 16,
-             limit: int | None = None, base_cache: dict[str, Any] | None = None,
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             limit: int | None = None, base_cache: dict[str, Any] | None = None, caption_tokenizer: str = "ptb",
+             allow_partial: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All requested evaluations; returns ``(scores, predictions)``.
 
     ``max_new_tokens`` may be a dict by task (``{"vqa": 8, "captions": 32}``): short answers decode faster.
     ``base_cache`` carries the base model's probe results between calls on models with the same base.
+    ``caption_tokenizer``: "ptb" (pycocoevalcap's Java PTBTokenizer) or "python" (its pure-Python twin).
+    ``allow_partial``: score even when shard rows were lost or samples skipped (otherwise the first one raises
+    ``PartialData``); ``scores["missing"]`` records what was missing either way, and ``limit`` (an explicit partial).
     """
+    if captions is not None:
+        check_tokenizer_usable(caption_tokenizer)  # fail before generating, not after
     scores: dict[str, Any] = {}
     predictions: list[dict[str, Any]] = []
     skips = SkipLog()
-    for name, spec, scorer in (("vqa", vqa, score_vqa), ("captions", captions, score_captions)):
+    audit = ShardAudit(allow_partial, allow_hint="--allow-partial (evaluate(..., allow_partial=True))")
+    for name, spec, scorer in (("vqa", vqa, score_vqa),
+                               ("captions", captions, lambda p: score_captions(p, caption_tokenizer))):
         if spec is None:
             continue
         budget = max_new_tokens[name] if isinstance(max_new_tokens, dict) else max_new_tokens
         preds = predict(vlm, renderer, resolve_shards(spec), batch_size, budget, skips, limit,
-                        description=f"{name} generation")
+                        description=f"{name} generation", audit=audit)
         scores[name] = scorer(preds)
         predictions += [{**p, "task": name} for p in preds]
     if probes:
-        scores["text_probes"] = compare(vlm, probes, base_cache=base_cache)
+        scores["text_probes"] = compare(vlm, probes, base_cache=base_cache, renderer=renderer)  # the eval format
     if vision is not None:
         pixels, labels = [], []
-        for record, image in read_eval_records(resolve_shards(vision), vlm.vision.image_transform, skips):
+        for record, image in read_eval_records(resolve_shards(vision), vlm.vision.image_transform, skips, audit):
             if image is None:
                 continue
             pixels.append(image[:1])
@@ -99,11 +113,15 @@ def evaluate(vlm: VisionLanguageModel, renderer: ChatRenderer, *, vqa: str | lis
         batches = [torch.cat(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
         scores["vision"] = vision_drift(vlm, batches, labels if vision_label_field else None)
     scores["skipped"] = dict(skips.counts)
+    scores["missing"] = {**audit.summary(), "limit": limit, "allow_partial": allow_partial}
     return scores, predictions
 
 
 def _run_config(checkpoint: Path) -> dict[str, Any]:
-    """The data settings of the run the checkpoint came from (``<run>/config.yaml``), if it is in a run dir."""
+    """The data settings of the run the checkpoint came from (``<run>/config.yaml``), if it is in a run dir.
+
+    Only for model directories written before ``input_format`` was saved in them: the saved format wins.
+    """
     for parent in (checkpoint.parent.parent, checkpoint.parent):
         config = parent / "config.yaml"
         if config.is_file():
@@ -128,6 +146,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--checkpoint", required=True, help="checkpoint or export directory")
     parser.add_argument("--vqa", nargs="+", help="VQA shards (directory, glob or brace pattern)")
     parser.add_argument("--captions", nargs="+", help="caption shards")
+    parser.add_argument("--caption-tokenizer", choices=TOKENIZERS, default="ptb",
+                        help="ptb: pycocoevalcap's Java PTBTokenizer (needs java); python: the pure-Python tokenizer "
+                             "that gives the same tokens (METEOR still needs java, else reported as null)")
     parser.add_argument("--ppl", nargs="+", default=[], help="perplexity probe files, NAME=PATH or PATH (JSONL/.txt)")
     parser.add_argument("--mc", nargs="+", default=[], help="multiple-choice probe files (JSONL)")
     parser.add_argument("--em", nargs="+", default=[], help="exact-match generation probe files (JSONL)")
@@ -137,24 +158,34 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--lm-eval-include", help="directory of local lm-eval task YAMLs")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--max-length", type=int, help="override the model directory's saved max_length")
+    parser.add_argument("--system-prompt", help="override the model directory's saved system prompt")
     parser.add_argument("--limit", type=int, help="evaluate at most this many samples per task")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="score even if shard rows were lost or samples skipped (refused otherwise); the scores "
+                             "JSON and summary record how many were missing and why")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", help="output path without extension (default: <run>/eval/<checkpoint name>)")
+    add_loading_flags(parser)
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
-    vlm = load_pretrained(checkpoint).to(args.device)
-    data = _run_config(checkpoint)
-    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens,
-                            max_length=args.max_length, system_prompt=data.get("system_prompt"),
-                            use_chat_template=data.get("use_chat_template"))
+    vlm = load_pretrained(checkpoint, **loading_options(args)).to(args.device)
+    if vlm.input_format is None:  # written before the format was saved: the run's config.yaml, if there is one
+        vlm.input_format = input_format_from_data_config(vlm, _run_config(checkpoint))
+    # prompts exactly as trained (mmpeft_config.json input_format), with explicit overrides only
+    renderer = renderer_for(vlm, **{k: v for k, v in (("max_length", args.max_length),
+                                                      ("system_prompt", args.system_prompt)) if v is not None})
     probes = ([PerplexityProbe(n, p) for n, p in _named(args.ppl, "--ppl")]
               + [MultipleChoiceProbe(n, p) for n, p in _named(args.mc, "--mc")]
               + [ExactMatchProbe(n, p) for n, p in _named(args.em, "--em")])
-    scores, predictions = evaluate(
-        vlm, renderer, vqa=args.vqa, captions=args.captions, probes=probes, vision=args.vision,
-        vision_label_field=args.vision_label_field, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        limit=args.limit)
+    try:
+        scores, predictions = evaluate(
+            vlm, renderer, vqa=args.vqa, captions=args.captions, probes=probes, vision=args.vision,
+            vision_label_field=args.vision_label_field, batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens, limit=args.limit, caption_tokenizer=args.caption_tokenizer,
+            allow_partial=args.allow_partial)
+    except PartialData as e:
+        raise SystemExit(f"mmpeft eval: {e}") from None
     if args.lm_eval_tasks:
         from mmpeft.eval.lm_eval_bridge import lm_eval_compare
 
@@ -178,15 +209,34 @@ def summary(scores: dict[str, Any]) -> str:
     lines = []
     if "vqa" in scores:
         lines.append(f"VQA accuracy {scores['vqa']['overall']:.2f} ({scores['vqa']['num_questions']} questions); "
-                     f"by answer type {scores['vqa']['per_answer_type_mean']}")
+                     "by answer type " + ", ".join(f"{t} {v:.2f}" for t, v in scores["vqa"]["per_answer_type"].items()))
     if "captions" in scores:
         c = scores["captions"]
-        lines.append(f"captions: CIDEr-D {c['CIDEr-D']:.3f} BLEU-4 {c['BLEU-4']:.3f} ROUGE-L {c['ROUGE-L']:.3f} "
-                     f"METEOR {c['METEOR']}")
+        meteor = "n/a" if c["METEOR"] is None else f"{c['METEOR']:.3f}"
+        lines.append(f"captions ({c['tokenizer']} tokens): CIDEr {c['CIDEr']:.3f} Bleu_4 {c['Bleu_4']:.3f} "
+                     f"ROUGE_L {c['ROUGE_L']:.3f} METEOR {meteor}")
     for name, r in scores.get("text_probes", {}).items():
         metrics = ", ".join(f"{k} {r['adapted'][k]:.4g} (base {r['base'][k]:.4g}, delta {v:+.4g})"
                             for k, v in r["delta"].items())
         lines.append(f"text probe {name}: {metrics}")
     if "vision" in scores:
         lines.append(f"vision drift: CKA {scores['vision']['cka']:.4f}, cosine {scores['vision']['cosine_pooled']:.4f}")
+    if "missing" in scores:
+        lines.append(missing_line(scores["missing"]))
     return "\n".join(lines)
+
+
+def missing_line(missing: dict[str, Any]) -> str:
+    """What the scores leave out: skipped samples, lost rows (by shard), unchecked shards, an explicit --limit."""
+    skipped = ", ".join(f"{k}: {v}" for k, v in sorted(missing["skipped"].items()))
+    parts = [f"{missing['missing_rows']} row(s) missing" if missing["missing_rows"] or missing["damaged"]
+             else "no rows missing"]
+    if skipped:
+        parts.append(f"skipped {skipped}")
+    if missing["lost"] or missing["damaged"]:
+        parts.append(f"lost {describe_losses(missing['lost'], missing['damaged'])}")
+    parts.append(f"{missing['shards_checked']} shard read(s) checked against manifests"
+                 + (f", {missing['unchecked_reads']} unchecked (no manifest)" if missing["unchecked_reads"] else ""))
+    if missing["limit"] is not None:
+        parts.append(f"--limit {missing['limit']} per task (partial by request)")
+    return "data: " + "; ".join(parts)
