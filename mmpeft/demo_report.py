@@ -307,7 +307,7 @@ class DemoReport:
         ax.axhspan(base_iv[0], base_iv[1], color="grey", alpha=0.2)
         ax.axhline(base_mean, color="grey", lw=1, label="majority-answer baseline (95% interval)")
         ax.axvline(0, color="black", lw=0.8, ls=":", label="base LLM (no perplexity change)")
-        xs, ys = [0.0], [base_mean]
+        xs, ys = [0.0], [base_mean, *base_iv]
         for i, (arm, runs) in enumerate(self.arms.items()):
             for seed, run in enumerate(runs):
                 probe = run["scores"]["text_probes"]["ppl_prose"]
@@ -325,7 +325,7 @@ class DemoReport:
         ax.set_ylabel("VQA accuracy, mean over question types (%)")
         ax.set_title(f"VL skill vs text forgetting ({self.seeds} seed{'s' * (self.seeds > 1)} per arm; 95% intervals)",
                      fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best", framealpha=0.8)
         fig.tight_layout()
         path = out / "vl_vs_forgetting.png"
         fig.savefig(path, dpi=120)
