@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mmpeft.eval.intervals import bootstrap_interval, mean_interval, paired_difference_interval
+from mmpeft.eval.intervals import bootstrap_interval, paired_difference_interval, score_interval
 from mmpeft.eval.score_intervals import caption_intervals, paired_caption_difference, paired_vqa_difference
 
 Interval = list[float] | None
@@ -135,11 +135,11 @@ class DemoReport:
                  "| --- | --- |" + " --- |" * (len(arms) + (len(arms) == 2))]
         for qtype, ids in self.by_type.items():
             base_value = base_vqa["per_question_type"][qtype]
-            base_iv = mean_interval([base_vqa["per_question"][q] / 100 for q in ids])
+            base_iv = score_interval([base_vqa["per_question"][q] / 100 for q in ids])
             cells = []
             for arm in arms:
                 value, iv = self.figure(arm, lambda r, t=qtype: r["scores"]["vqa"]["per_question_type"][t],
-                                        lambda r, ids=ids: [100 * x for x in mean_interval(
+                                        lambda r, ids=ids: [100 * x for x in score_interval(
                                             [r["scores"]["vqa"]["per_question"][q] / 100 for q in ids])])
                 cells.append(_fmt(value, iv))
                 gain, gain_iv = self.difference_to_baseline(arm, ids)

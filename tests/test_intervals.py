@@ -11,6 +11,7 @@ from mmpeft.eval.intervals import (
     mean_interval,
     paired_difference_interval,
     proportion_interval,
+    score_interval,
 )
 
 
@@ -26,8 +27,14 @@ def test_proportion_interval_is_wilsons(k, n):
     assert proportion_interval(k, n) == pytest.approx(wilson(k, n), abs=1e-9)
 
 
-def test_mean_interval_uses_wilson_for_binary_and_bootstrap_otherwise():
-    assert mean_interval([1, 0, 1, 1]) == pytest.approx(wilson(3, 4))
+def test_mean_interval_uses_wilson_for_proportions_and_bootstrap_otherwise():
+    assert mean_interval([1, 0, 1, 1], proportion=True) == pytest.approx(wilson(3, 4))
+    assert score_interval([1, 0, 1, 1]) == pytest.approx(wilson(3, 4))
+    # a continuous metric that happens to be 0 everywhere (CIDEr of a failed run) is not a proportion
+    assert mean_interval([0.0] * 12) == (0.0, 0.0)
+    assert score_interval([0.0, 0.3, 1.0])[0] < score_interval([0.0, 0.3, 1.0])[1]
+    with pytest.raises(ValueError, match="0/1"):
+        mean_interval([0.5, 1.0], proportion=True)
     values = np.random.default_rng(1).normal(5.0, 1.0, size=400)
     low, high = mean_interval(values)
     half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))  # the normal-theory interval, for scale

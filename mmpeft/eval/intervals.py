@@ -5,7 +5,10 @@ says how much a figure would move on another draw of test items of the same kind
 seeds; a comparison of two training runs needs several seeds per arm for that.
 
 - ``proportion_interval``: Wilson score interval of a share of successes (``scipy.stats.binomtest``).
-- ``mean_interval``: the mean of per-item values; Wilson when every value is 0 or 1, else a percentile bootstrap.
+- ``mean_interval``: the mean of per-item values: Wilson for 0/1 outcomes (``proportion=True``), else a percentile
+  bootstrap.
+- ``score_interval``: the mean of per-item scores in [0, 1] with partial credit (VQA accuracy): Wilson when every
+  item scored exactly 0 or 1, else a bootstrap.
 - ``paired_difference_interval``: mean of ``a - b`` over the same items (adapted vs base, run A vs run B).
 - ``bootstrap_interval``: any statistic of paired per-item arrays (e.g. perplexity from per-window NLL and token
   counts).
@@ -51,12 +54,29 @@ def bootstrap_interval(arrays: Sequence[Sequence[float]], statistic: Callable[..
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Interval of the mean of per-item values: Wilson for 0/1 values, else a percentile bootstrap."""
+def mean_interval(values: Sequence[float], proportion: bool = False, confidence: float = CONFIDENCE
+                  ) -> tuple[float, float]:
+    """Interval of the mean of per-item values.
+
+    Args:
+        proportion: the values are 0/1 outcomes (correct or not): Wilson. Otherwise (CIDEr, lengths, ...) a
+            percentile bootstrap, also when the values happen to be all 0 (the metric, not the sample, decides).
+    """
     values = [float(v) for v in values]
-    if values and all(v in (0.0, 1.0) for v in values):
+    if proportion:
+        if not all(v in (0.0, 1.0) for v in values):
+            raise ValueError("proportion=True needs 0/1 values")
         return proportion_interval(int(sum(values)), len(values), confidence)
     return bootstrap_interval([values], np.mean, confidence)
+
+
+def score_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval of the mean of per-item scores in [0, 1] that are 0/1 outcomes or partial credit (VQA accuracy):
+    Wilson when every item scored exactly 0 or 1 (then each is a Bernoulli outcome), else a bootstrap."""
+    values = [float(v) for v in values]
+    if any(v < 0 or v > 1 for v in values):
+        raise ValueError("scores must lie in [0, 1]")
+    return mean_interval(values, proportion=all(v in (0.0, 1.0) for v in values), confidence=confidence)
 
 
 def paired_difference_interval(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE

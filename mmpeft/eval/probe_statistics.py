@@ -15,6 +15,8 @@ import numpy as np
 
 from mmpeft.eval.intervals import bootstrap_interval, mean_interval, paired_difference_interval
 
+PROPORTIONS = ("acc", "acc_norm", "exact_match", "contains")  # 0/1 per item: Wilson intervals
+
 
 def rouge_l_to_base(adapted: dict[str, Any], base: dict[str, Any]) -> list[float]:
     """Per prompt: ROUGE-L F-measure (pycocoevalcap's ``Rouge``, beta 1.2) of the adapted answer against the base's,
@@ -66,7 +68,9 @@ def probe_intervals(adapted: dict[str, Any], base: dict[str, Any]) -> dict[str, 
     mine, theirs = per_item_values(adapted), per_item_values(base)
     for metric, values in mine.items():
         if metric in theirs and len(theirs[metric]) == len(values):
-            out[metric] = {"adapted": list(mean_interval(values)), "base": list(mean_interval(theirs[metric])),
+            proportion = metric in PROPORTIONS
+            out[metric] = {"adapted": list(mean_interval(values, proportion)),
+                           "base": list(mean_interval(theirs[metric], proportion)),
                            "delta": list(paired_difference_interval(values, theirs[metric]))}
     if "outputs" in adapted and "outputs" in base:
         out["rougeL_to_base"] = {"adapted": list(mean_interval(rouge_l_to_base(adapted, base)))}

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from mmpeft.eval.intervals import mean_interval, paired_difference_interval
+from mmpeft.eval.intervals import mean_interval, paired_difference_interval, score_interval
 
 CORPUS_LEVEL = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR")
 MEAN_OF_IMAGES = ("CIDEr", "ROUGE_L")
@@ -43,9 +43,9 @@ def vqa_intervals(vqa: Mapping[str, Any], references: Mapping[Any, Mapping[str, 
         values.append(value)
         by_qtype[refs[qid].get("question_type", "")].append(value)
         by_atype[refs[qid].get("answer_type", "")].append(value)
-    return {"overall": _percent(mean_interval(values)),
-            "per_question_type": {t: _percent(mean_interval(v)) for t, v in by_qtype.items()},
-            "per_answer_type": {t: _percent(mean_interval(v)) for t, v in by_atype.items()}}
+    return {"overall": _percent(score_interval(values)),
+            "per_question_type": {t: _percent(score_interval(v)) for t, v in by_qtype.items()},
+            "per_answer_type": {t: _percent(score_interval(v)) for t, v in by_atype.items()}}
 
 
 def caption_intervals(captions: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def caption_intervals(captions: Mapping[str, Any]) -> dict[str, Any]:
     for metric in MEAN_OF_IMAGES:
         values = [scores[metric] for scores in per_image.values() if scores.get(metric) is not None]
         if values:
-            out[metric] = list(mean_interval(values))
+            out[metric] = list(mean_interval(values))  # continuous scores: bootstrap, never Wilson
     for metric in CORPUS_LEVEL:
         if captions.get(metric) is not None:
             out[metric] = "corpus-level"
