@@ -195,14 +195,10 @@ def report(out: Path, arms: dict[str, list[dict[str, Any]]], base: dict[str, Any
     builder.plot(out)
     write_json_atomic(out / "demo.json", {
         "baselines": base, "seeds": builder.seeds,
-        "runs": {name: r["scores"] for runs in arms.values() for name, r in zip(_run_names(arms), runs)},
+        "runs": {name: r["scores"] for arm, runs in arms.items() for name, r in zip(run_names(arm, len(runs)), runs)},
         "targets": builder.checks, "seconds": seconds})
     (out / "report.md").write_text(text)
     return text
-
-
-def _run_names(arms: dict[str, list[Any]]) -> list[str]:
-    return [name for arm, runs in arms.items() for name in run_names(arm, len(runs))]
 
 
 def run_names(arm: str, seeds: int) -> list[str]:
