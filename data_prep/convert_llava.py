@@ -74,12 +74,14 @@ def place_marker(text: str, several_images: bool) -> str:
 
 
 def record_id(rec: dict[str, Any], fallback: str, where: str) -> tuple[str, dict[str, Any]]:
-    """``(stored id, eval fields)``: ``str(id)`` and ``{"source_id": id}``; ``fallback`` when there is no id."""
+    """``(stored id, eval fields)``: ``str(id)`` for a non-empty string or a number, else (no id, null, a bool, an
+    object, a list, "") ``fallback``; the original JSON value, whatever its type, kept as ``{"source_id": id}``.
+    LLaVA itself never reads ``id``, so no record is dropped for it."""
     if "id" not in rec:
         return fallback, {}
     value = rec["id"]
     if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
-        raise SampleError("malformed_json", f"'id' must be a non-empty string or a number, not {value!r}", where)
+        return fallback, {"source_id": value}
     return str(value), {"source_id": value}
 
 

@@ -22,15 +22,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from safetensors.torch import load_file
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
-from mmpeft.checkpoint import CONFIG_FILE, TRAINABLE_FILE, load_adapter_files, read_model_config
 from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
-from mmpeft.fingerprint import check_bases
 from mmpeft.guards.base import Guard, GuardContext
+from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
+from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
@@ -235,6 +234,19 @@ class VLMModule(L.LightningModule):
         for key, value in history[-1].metrics().items():
             self.log(f"data/{key}", float(value), reduce_fx="sum", sync_dist=self._distributed)
 
+    def on_train_end(self) -> None:
+        """Training usually stops mid-epoch (``max_steps``): log what that last, partial pass delivered and skipped
+        so far (``data/*`` at the final step, this process's share; Lightning allows no ``self.log`` here)."""
+        loader = self.trainer.train_dataloader
+        stats = loader.partial_stats() if hasattr(loader, "partial_stats") else None
+        if stats is None or not self.trainer.is_global_zero:
+            return
+        metrics = {f"data/{k}": float(v) for k, v in stats.metrics().items()}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(metrics, step=self.global_step)
+            logger.save()
+        log.info("%s (partial: training stopped at max_steps)", loader.report(stats))
+
     def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""
         reference_rows, reference_hidden = self._reference_pass(batch)
@@ -373,81 +385,6 @@ class VLMModule(L.LightningModule):
             return state
         # gathered as int64 (byte tensors do not survive every backend's all_gather), stored back as bytes
         return {k: self.all_gather(v.to(self.device, torch.int64)).cpu().to(torch.uint8) for k, v in state.items()}
-
-
-def decoder_layers(vlm: VisionLanguageModel) -> list[torch.nn.Module]:
-    """The LLM's decoder layers (the ``ModuleList`` under its decoder), in order."""
-    decoder = vlm.llm.decoder()
-    for name in ("layers", "h", "blocks"):
-        layers = getattr(decoder, name, None)
-        if isinstance(layers, torch.nn.ModuleList):
-            return list(layers)
-    raise ValueError(f"cannot find the decoder layers of {type(decoder).__name__} (looked for layers, h, blocks)")
-
-
-def enable_gradient_checkpointing(vlm: VisionLanguageModel, fraction: float = 1.0) -> int:
-    """Checkpoint the first ``ceil(fraction * L)`` LLM decoder layers; returns how many."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"model.gradient_checkpointing={fraction}: give true/false or a fraction in (0, 1]")
-    model = vlm.llm.model
-    if hasattr(model, "activation_checkpointing_enable"):  # the newer name; earlier 5.x releases lack it
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    layers = decoder_layers(vlm)
-    keep = math.ceil(fraction * len(layers))
-    for layer in layers[keep:]:  # transformers' layers read this flag on every call
-        layer.gradient_checkpointing = False
-    return keep
-
-
-def init_from_checkpoint(vlm: VisionLanguageModel, directory: str, allow_base_mismatch: bool = False) -> None:
-    """Initialise ``vlm`` from another run's checkpoint directory (stage 2 from stage 1).
-
-    The checkpoint's frozen bases must be ``vlm``'s (``base_fingerprints`` of its ``mmpeft_config.json`` against
-    ``vlm.base_fingerprints``, by ``mmpeft.fingerprint.check_bases`` like ``load_pretrained``): a projector and
-    adapters trained on other weights would initialise this run silently wrong. The projector must fit (same
-    vision embed_dim, LLM hidden size and projector options); the soft prompt and adapters are taken when the
-    checkpoint has them with matching shapes, and reported either way.
-
-    Args:
-        allow_base_mismatch: warn instead of raising when a base differs (``model.init_from_allow_base_mismatch``).
-
-    Raises:
-        FileNotFoundError / ValueError naming ``model.init_from``, the file, the tower and the fix.
-    """
-    path = Path(directory)
-    file = path / TRAINABLE_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"model.init_from={directory}: {file} not found (give a checkpoint directory)")
-    try:
-        saved = read_model_config(path)
-    except (FileNotFoundError, ValueError) as e:
-        raise type(e)(f"model.init_from={directory}: {e}") from None
-    check_bases(saved.get("base_fingerprints"), vlm.base_fingerprints, f"model.init_from={path / CONFIG_FILE}",
-                {"vision": vlm.vision.init_args.get("name"), "llm": vlm.llm.init_args.get("name")},
-                allow_mismatch=allow_base_mismatch,
-                override="set model.init_from_allow_base_mismatch=true (CLI: --model.init_from_allow_base_mismatch "
-                         "true)")
-    state = load_file(file)
-    projector = {k: v for k, v in state.items() if k.startswith("projector.")}
-    own = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}
-    mismatch = [(k, tuple(projector[k].shape) if k in projector else None, tuple(v.shape))
-                for k, v in own.items() if k not in projector or projector[k].shape != v.shape]
-    if mismatch:
-        raise ValueError(
-            f"model.init_from={directory}: its projector does not fit this model (key, checkpoint shape, model "
-            f"shape): {mismatch[:4]}. The projector is built from (vision embed_dim={vlm.vision.embed_dim}, LLM "
-            f"hidden_size={vlm.llm.hidden_size}) and its options; use towers and a projector of the same shapes."
-        )
-    vlm.load_state_dict(projector, strict=False)
-    taken = ["projector"]
-    prompt = state.get("soft_prompt.embeddings")
-    if vlm.soft_prompt is not None and prompt is not None and prompt.shape == vlm.soft_prompt.embeddings.shape:
-        vlm.soft_prompt.embeddings.data.copy_(prompt)
-        taken.append("soft_prompt")
-    taken += load_adapter_files(vlm, path, missing_ok=True)
-    log.info("initialised %s from %s", ", ".join(taken), directory)
 
 
 def _get_rng_state() -> dict[str, Any]:

@@ -52,7 +52,7 @@ class RecordTrainingModes(Callback):
         self.calls = 0
 
     def on_train_start(self, trainer, pl_module):
-        from mmpeft.module import decoder_layers
+        from mmpeft.llm_layers import decoder_layers
 
         def count(*_):
             self.calls += 1

@@ -109,6 +109,16 @@ def test_llava_marker_placement_follows_llava(text, several, expected):
     assert script("convert_llava").place_marker(text, several) == expected
 
 
+@pytest.mark.parametrize("value, stored", [
+    ("x7", "x7"), (42, "42"), (7.5, "7.5"), (None, "fallback"), (True, "fallback"), ([1, 2], "fallback"),
+    ({"a": 1}, "fallback"), ("", "fallback")])
+def test_llava_ids_of_any_json_type_round_trip(value, stored):
+    sample_id, eval_fields = script("convert_llava").record_id({"id": value}, "fallback", "x.json[0]")
+    assert sample_id == stored and eval_fields == {"source_id": value}
+    assert type(eval_fields["source_id"]) is type(value)  # the JSON value itself, never dropped or coerced
+    assert script("convert_llava").record_id({}, "fallback", "x.json[0]") == ("fallback", {})
+
+
 def test_llava_original_placement_keeps_the_json_text(tmp_path):
     json_path, images = llava_fixture(tmp_path)
     source = json.loads(json_path.read_text())

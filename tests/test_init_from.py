@@ -11,7 +11,8 @@ from test_cli import fit_args
 from mmpeft.adapters import AdapterSpec
 from mmpeft.checkpoint import save_trainable
 from mmpeft.cli import cli_main
-from mmpeft.module import VLMModule, init_from_checkpoint
+from mmpeft.module import VLMModule
+from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.tiny import save_tiny_llm, save_tiny_towers
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower

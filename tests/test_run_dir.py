@@ -70,8 +70,11 @@ def test_resume_continues_metrics_csv_and_keeps_configs(towers, tmp_path):
     ("--data.batch_size=0", r"data.batch_size=0: must be an integer >= 1"),
 ])
 def test_bad_options_fail_before_the_towers_load(towers, tmp_path, monkeypatch, option, message):
+    import functools
+
     import mmpeft.towers.llm as llm_module
 
+    @functools.wraps(llm_module.LLMTower.__init__)  # keeps the signature jsonargparse reads
     def no_loading(*args, **kwargs):
         raise AssertionError("a tower was built before the options were checked")
 
@@ -87,3 +90,13 @@ def test_console_entry_reports_a_bad_option_without_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "mmpeft: error: model.lr.llm=-1.0: a learning rate must be a finite number >= 0" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_run_stopped_mid_epoch_logs_its_partial_data_counts(towers, tmp_path):
+    run = tmp_path / "run"
+    cli_main(fit_args(towers, run, "--trainer.max_steps=3"))  # 12 batches per epoch: stops inside epoch 0
+    with open(run / "metrics.csv") as f:
+        logged = [r for r in csv.DictReader(f) if r.get("data/rows")]
+    assert len(logged) == 1 and int(logged[0]["step"]) == 3
+    assert float(logged[0]["data/rows"]) >= 3 * 8  # at least the three batches trained on (prefetch reads ahead)
+    assert logged[0]["data/skipped"] == "0.0" and logged[0]["data/lost"] == "0.0"

@@ -7,7 +7,8 @@ import torch
 from conftest import build_vlm, make_batch
 
 from mmpeft.adapters import AdapterSpec
-from mmpeft.module import VLMModule, decoder_layers
+from mmpeft.llm_layers import decoder_layers
+from mmpeft.module import VLMModule
 
 SPEC = AdapterSpec("lora", r=4, alpha=8)
 ROWS = [(1, " what color is the circle?", " red"), (1, " a much longer question that pads others?", " yes.")]

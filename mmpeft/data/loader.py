@@ -150,6 +150,7 @@ class VLLoader:
         self.epoch = 0
         self.skip_batches = 0
         self.history: list[EpochStats] = []
+        self.current: EpochStats | None = None  # the pass being read (``partial_stats``)
         self.consumed = {"epoch": 0, "next_batch": 0}
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -184,6 +185,7 @@ class VLLoader:
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             persistent_workers=False)
         stats = EpochStats(epoch=self.epoch)
+        self.current = stats
         skip, self.skip_batches = self.skip_batches, 0
         batches = iter(loader)
         failed = False
@@ -214,6 +216,15 @@ class VLLoader:
         log.log(logging.WARNING if stats.lost or stats.damaged else logging.INFO, "%s", self.report(stats))
         if stats.batches == 0 or any(self._gave_nothing(rows, read_through=True) for rows in self._readers()):
             raise NoUsableRows(self.nothing_usable(stats))
+
+    def partial_stats(self) -> EpochStats | None:
+        """The pass in progress, when training stopped before its end (``max_steps``): rows and skipped samples so
+        far (this process's workers); rows lost from shards are only known for shards read to their end. None when
+        the last pass ended."""
+        if self.current is None or (self.history and self.history[-1] is self.current):
+            return None
+        self._collect(self.current)
+        return self.current
 
     def _collect(self, stats: EpochStats) -> None:
         stats.skipped = self.skips.totals()
