@@ -11,9 +11,15 @@ Allowed without asking, per key of the saved ``vlm`` config:
 - ``vision_adapter`` / ``llm_adapter`` are not classes: ``AdapterSpec.from_dict`` accepts only its own methods
   (``frozen``, ``full``, ``lora``, ``dora``, ``ia3``, ``loha``, ``lokr``) and fields.
 
+Saved ``class_path`` strings of classes that have since moved keep working (``FORMER_PATHS``: directories written
+when ``TimmVisionTower`` lived in ``mmpeft.towers.vision``).
+
 Any other class must be named by the user, in Python (``load_pretrained(dir, allow_classes=[MyProjector])``) or on
 the command line (``mmpeft eval --allow-class my_pkg.MyProjector``, which imports it because the user asked).
-``trust_remote_code`` saved in a file is refused unless the caller passes it too (see ``refuse_remote_code``).
+``trust_remote_code`` saved in a file is refused unless the caller passes it too (see ``refuse_remote_code``);
+init_args that would make a library fetch or unpickle weights from elsewhere likewise (``mmpeft.weight_sources``).
+``check_init_args`` checks the saved arguments' names and JSON types against the class's signature, so a bad value
+is an error naming the key, not a TypeError from inside the tower.
 """
 
 from __future__ import annotations
@@ -21,18 +27,23 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import types
+import typing
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal, Union
 
 from mmpeft.projectors import LinearProjector, MLPProjector, PerceiverResampler, PooledMLPProjector
 from mmpeft.towers.llm import LLMTower
-from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
+from mmpeft.towers.timm_tower import TimmVisionTower
+from mmpeft.towers.vision import OpenClipVisionTower
 
 BUILTIN_CLASSES: dict[str, tuple[type, ...]] = {
     "vision": (OpenClipVisionTower, TimmVisionTower),
     "llm": (LLMTower,),
     "projector": (LinearProjector, MLPProjector, PooledMLPProjector, PerceiverResampler),
 }
+# class_path strings written before a class moved -> the class (only for the role it has in BUILTIN_CLASSES)
+FORMER_PATHS: dict[str, type] = {"mmpeft.towers.vision.TimmVisionTower": TimmVisionTower}
 
 
 def class_path(cls: type) -> str:
@@ -77,7 +88,7 @@ def resolve_class(spec: Any, key: str, allow_classes: Iterable[type], source: st
     role = key.rsplit(".", 1)[-1]
     candidates = [*BUILTIN_CLASSES.get(role, ()), *allow_classes]
     for cls in candidates:
-        if wanted in _names(cls):
+        if wanted in _names(cls) or FORMER_PATHS.get(wanted) is cls:
             return cls
     allowed = sorted(class_path(c) for c in candidates)
     raise ValueError(
@@ -89,13 +100,56 @@ def resolve_class(spec: Any, key: str, allow_classes: Iterable[type], source: st
 
 
 def check_init_args(cls: type, init_args: Mapping[str, Any], key: str, source: str) -> None:
-    """ValueError naming the file and key unless ``cls(**init_args)`` (plus positional widths) would bind."""
+    """ValueError naming the file and key unless ``cls(**init_args)`` (plus positional widths) would bind and every
+    value has the JSON type its annotation asks for (``int``, ``str | None``, ``list[int | None]``, ``Literal``...;
+    annotations this check does not know are left to the class)."""
+    signature = inspect.signature(cls)
     try:
-        inspect.signature(cls).bind_partial(**init_args)
+        signature.bind_partial(**init_args)
     except TypeError as e:
-        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "vision_dim", "llm_dim")]
+        params = [p for p in signature.parameters if p not in ("self", "vision_dim", "llm_dim")]
         raise ValueError(f"{source}: key {key}.init_args does not fit {class_path(cls)} ({e}); its arguments are "
                          f"{params}") from None
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve at run time: leave the types to the class
+        hints = {}
+    for name, value in init_args.items():
+        if name in hints and not _fits(value, hints[name]):
+            raise ValueError(f"{source}: key {key}.init_args.{name} = {value!r} has the wrong type for "
+                             f"{class_path(cls)}: expected {_describe(hints[name])}. Fix the value in the file.")
+
+
+def _fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value fits a type annotation; forms not handled here count as fitting."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if annotation is None or annotation is type(None):
+        return value is None
+    if origin is Union or origin is types.UnionType:
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if annotation in (list, tuple) or origin in (list, tuple):
+        item = args[0] if args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)) else Any
+        return isinstance(value, list | tuple) and all(_fits(v, item) for v in value)
+    if annotation is dict or origin is dict:
+        return isinstance(value, Mapping) and all(_fits(v, args[1] if args else Any) for v in value.values())
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    text = repr(annotation) if typing.get_origin(annotation) else getattr(annotation, "__name__", repr(annotation))
+    return text.replace("typing.", "").replace("NoneType", "None")
 
 
 def refuse_remote_code(config: Any, source: str, trusted: bool, key: str = "") -> None:

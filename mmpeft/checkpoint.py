@@ -29,9 +29,15 @@ An export directory (``export``) holds merged weights and needs no peft::
                        loading refuses a different base unless ``allow_base_mismatch=True``.
     extra              free metadata (training checkpoints: global_step, epoch)
 
+Every top-level key is checked when the file is read (``mmpeft.model_config.read_model_config``), before anything is
+built. A base whose saved local path is gone is reported with the fix (``mmpeft.base_paths``): ``llm_path`` /
+``vision_path`` point a load at the bases' new location, and the fingerprints still check it is the same base.
+
 Loading is data-only: classes come from the allow-list of ``mmpeft.allowed_classes`` (plus ``allow_classes``),
 adapter specs through ``AdapterSpec.from_dict``, a saved ``trust_remote_code`` is refused unless the caller passes
-``trust_remote_code`` itself, and nothing here unpickles: every tensor file is safetensors, every other file JSON.
+``trust_remote_code`` itself, tower arguments that would make a library fetch or unpickle weights from elsewhere are
+refused unless the caller allows them (``allow_init_args``, ``mmpeft.weight_sources``), and nothing here unpickles:
+every tensor file is safetensors (a damaged one is reported by name, ``mmpeft.weight_files``), every other file JSON.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mmpeft.adapters.inject import (
     FULLY_TRAINED_FLAG,
@@ -55,13 +61,15 @@ from mmpeft.adapters.inject import (
     load_adapter_state_dict,
     merged_base_state_dict,
 )
+from mmpeft.base_paths import check_base_paths, relocate_bases
 from mmpeft.data.input_format import InputFormat, default_input_format
 from mmpeft.fingerprint import base_fingerprint, check_bases
+from mmpeft.model_config import CONFIG_FILE, read_model_config
 from mmpeft.vlm import VisionLanguageModel
+from mmpeft.weight_files import load_weights
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "mmpeft_config.json"
 TRAINABLE_FILE = "trainable.safetensors"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 # PeftModel keys its weights under this prefix; functional injection into a bare model does not.
@@ -148,30 +156,10 @@ def _input_format(vlm: VisionLanguageModel) -> InputFormat:
     return vlm.input_format
 
 
-def read_model_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``mmpeft_config.json`` of a model directory, its top-level shape checked.
-
-    Raises:
-        FileNotFoundError / ValueError naming the file and the key.
-    """
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not an mmpeft checkpoint or export directory")
-    try:
-        saved = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the model directory is damaged") from None
-    known = {"format", "vlm", "input_format", "base_fingerprints", "extra"}
-    if not isinstance(saved, dict) or saved.get("format") not in ("checkpoint", "export") or "vlm" not in saved:
-        raise ValueError(f"{path}: expected an object with format 'checkpoint' or 'export' and a vlm key")
-    if set(saved) - known:
-        raise ValueError(f"{path}: unknown top-level keys {sorted(set(saved) - known)}; known: {sorted(known)}")
-    return saved
-
-
 def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = None, *,
                     allow_classes: Iterable[type] = (), trust_remote_code: bool = False,
-                    allow_base_mismatch: bool = False) -> VisionLanguageModel:
+                    allow_base_mismatch: bool = False, allow_init_args: Iterable[str] = (),
+                    llm_path: str | None = None, vision_path: str | None = None) -> VisionLanguageModel:
     """Rebuild the model from a checkpoint or export directory and load its weights. Runs no code from the files.
 
     The model's ``input_format`` is set from the directory (``renderer_for(vlm)`` renders prompts with it).
@@ -185,6 +173,10 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
             such a file is refused.
         allow_base_mismatch: load even if a frozen base differs from the one the directory was trained on
             (``base_fingerprints``); a warning instead of an error (CLI: ``--allow-base-mismatch``).
+        allow_init_args: tower arguments that pick another weight source, allowed for this load by the full key the
+            refusal names (``vlm.vision.init_args.model_kwargs.checkpoint_path``; CLI: ``--allow-init-arg KEY``).
+        llm_path / vision_path: where the frozen bases are now, replacing the saved local paths (a checkpoint
+            copied to another machine; CLI: ``--llm-path`` / ``--vision-path``); see ``mmpeft.base_paths``.
 
     Raises:
         FileNotFoundError / ValueError naming the file, the key and the fix.
@@ -196,8 +188,14 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
         cfg = saved["vlm"]
         if saved["format"] == "export":
             cfg = _resolve_export_paths(cfg, directory)
+        cfg = relocate_bases(cfg, str(config_path), llm_path, vision_path)
+        check_base_paths(cfg, str(config_path), export=saved["format"] == "export")
         vlm = VisionLanguageModel.from_config(cfg, allow_classes=allow_classes, trust_remote_code=trust_remote_code,
-                                              source=str(config_path), key_prefix="vlm.")
+                                              source=str(config_path), key_prefix="vlm.",
+                                              allow_init_args=allow_init_args)
+    elif llm_path is not None or vision_path is not None:
+        raise ValueError("llm_path / vision_path relocate the bases of a model load_pretrained builds; with vlm= "
+                         "given, build that model's towers from the new paths instead")
     names = {"vision": vlm.vision.init_args.get("name"), "llm": vlm.llm.init_args.get("name")}
     check_bases(saved.get("base_fingerprints"), vlm.base_fingerprints, str(config_path), names,
                 allow_mismatch=allow_base_mismatch)
@@ -235,7 +233,7 @@ def load_adapter_files(vlm: VisionLanguageModel, directory: str | Path, missing_
             if missing_ok:
                 continue
             raise FileNotFoundError(f"{path} missing: the model has a {sub} the checkpoint does not")
-        state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_file(path).items()}
+        state = {k.removeprefix(PEFT_PREFIX): v for k, v in load_weights(path, f"the {sub} weights").items()}
         try:
             check_state_fits(adapter_state_dict(tower), state, path,
                              hint="Adapters need the same tower, method, rank and targets.")
@@ -262,7 +260,7 @@ def check_state_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.T
 
 
 def _load_trainable_file(vlm: VisionLanguageModel, path: Path) -> None:
-    state = load_file(path)
+    state = load_weights(path, "the projector and other trainable weights")
     check_state_fits(trainable_state(vlm), state, path,
                      hint="Projector shapes follow (vision embed_dim, llm hidden_size) and the projector options.")
     vlm.load_state_dict(state, strict=False)  # every key checked above; the rest are frozen base weights
@@ -332,6 +330,14 @@ def add_loading_flags(parser: Any) -> None:
                         help="let a saved trust_remote_code: true stand (runs code shipped with the LLM's hub repo)")
     parser.add_argument("--allow-base-mismatch", action="store_true",
                         help="load even if a frozen base differs from the one the directory was trained on")
+    parser.add_argument("--allow-init-arg", action="append", default=[], metavar="KEY",
+                        help="a tower argument the directory may use to load weights from elsewhere, by the full key "
+                             "the refusal names (e.g. vlm.vision.init_args.model_kwargs.checkpoint_path; repeatable)")
+    parser.add_argument("--llm-path", metavar="DIR",
+                        help="where the frozen LLM is now, if its saved path is gone (checked by its fingerprint)")
+    parser.add_argument("--vision-path", metavar="PATH",
+                        help="where the frozen vision base is now (open_clip local-dir, timm checkpoint_path or "
+                             "open_clip pretrained file), if its saved path is gone (checked by its fingerprint)")
 
 
 def loading_options(args: Any) -> dict[str, Any]:
@@ -339,4 +345,5 @@ def loading_options(args: Any) -> dict[str, Any]:
     from mmpeft.allowed_classes import import_class
 
     return {"allow_classes": [import_class(c) for c in args.allow_class],
-            "trust_remote_code": args.trust_remote_code, "allow_base_mismatch": args.allow_base_mismatch}
+            "trust_remote_code": args.trust_remote_code, "allow_base_mismatch": args.allow_base_mismatch,
+            "allow_init_args": args.allow_init_arg, "llm_path": args.llm_path, "vision_path": args.vision_path}

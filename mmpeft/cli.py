@@ -200,14 +200,14 @@ def cli_main(args: list[str] | None = None) -> Any:
 
 
 def main() -> None:
-    """The console entry point: a user error (bad option or data, ``ValueError``/``FileNotFoundError`` and their
-    kinds: ``NoUsableRows``, ``PartialData``) ends with its message and exit code 2, not a traceback;
-    ``MMPEFT_DEBUG=1`` shows the traceback."""
+    """The console entry point: an error the user can act on (a bad option, file or data: ``ValueError``, ``OSError``
+    and their kinds such as ``NoUsableRows`` and ``PartialData``; a missing runtime such as java:
+    ``RuntimeError``) ends with its message and exit code 2, not a traceback; ``MMPEFT_DEBUG=1`` shows it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cli_main()
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError, RuntimeError) as error:
         if os.environ.get("MMPEFT_DEBUG"):
             raise
         print(f"mmpeft: error: {error}\n(set MMPEFT_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -34,11 +34,12 @@ from typing import Any
 
 import torch
 
+from mmpeft.atomic import write_json_atomic, write_text_atomic
 from mmpeft.callbacks.progress import read_progress
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.data.input_format import renderer_for
 from mmpeft.data.schema import make_record
-from mmpeft.data.shards import MANIFEST, PreparedSample, write_json_atomic, write_shards
+from mmpeft.data.shards import MANIFEST, PreparedSample, write_shards
 from mmpeft.data.synthetic import write_benchmark
 from mmpeft.demo_report import DemoReport
 from mmpeft.eval.captioning import caption_metrics
@@ -100,7 +101,7 @@ def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
                      description="replay corpus")
     probe_file = root / "pydoc_probe.jsonl"
     if not probe_file.exists():
-        probe_file.write_text("".join(json.dumps({"text": text}) + "\n" for _, text in probe_topics))
+        write_text_atomic(probe_file, "".join(json.dumps({"text": text}) + "\n" for _, text in probe_topics))
     return {"bench": bench, "replay": replay, "pydoc_probe": probe_file}
 
 
@@ -180,10 +181,10 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     scores["step"] = json.loads((run_dir / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())[
         "extra"]["global_step"]
     (run_dir / "eval").mkdir(exist_ok=True)
-    (run_dir / "eval" / "last.json").write_text(json.dumps(scores, indent=2, default=str))
-    with open(run_dir / "eval" / "last.predictions.jsonl", "w") as f:
-        for p in predictions:
-            f.write(json.dumps(p, default=str) + "\n")
+    # predictions first, scores last: a scores file always has its predictions beside it
+    write_text_atomic(run_dir / "eval" / "last.predictions.jsonl",
+                      "".join(json.dumps(p, default=str) + "\n" for p in predictions))
+    write_json_atomic(run_dir / "eval" / "last.json", scores, default=str)
     return {"scores": scores, "predictions": predictions}
 
 
@@ -196,8 +197,8 @@ def report(out: Path, arms: dict[str, list[dict[str, Any]]], base: dict[str, Any
     write_json_atomic(out / "demo.json", {
         "baselines": base, "seeds": builder.seeds,
         "runs": {name: r["scores"] for arm, runs in arms.items() for name, r in zip(run_names(arm, len(runs)), runs)},
-        "targets": builder.checks, "seconds": seconds})
-    (out / "report.md").write_text(text)
+        "targets": builder.checks, "seconds": seconds}, default=str)
+    write_text_atomic(out / "report.md", text)
     return text
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from mmpeft.atomic import save_figure_atomic
 from mmpeft.eval.intervals import bootstrap_interval, paired_difference_interval, score_interval
 from mmpeft.eval.score_intervals import caption_intervals, paired_caption_difference, paired_vqa_difference
 
@@ -328,6 +329,6 @@ class DemoReport:
         ax.legend(fontsize=8, loc="best", framealpha=0.8)
         fig.tight_layout()
         path = out / "vl_vs_forgetting.png"
-        fig.savefig(path, dpi=120)
+        save_figure_atomic(fig, path, dpi=120)
         plt.close(fig)
         return path

@@ -114,6 +114,40 @@ def base_differences(saved: Mapping[str, Any], loaded: Mapping[str, Any]) -> lis
 
 
 LOAD_PRETRAINED_OVERRIDE = "pass allow_base_mismatch=True to load_pretrained (CLI: --allow-base-mismatch)"
+TOWERS = ("vision", "llm")
+# field -> allowed JSON types of one tower's saved fingerprint ("config" and "weights" are always written)
+FIELDS: dict[str, tuple[type, ...]] = {"config": (dict,), "tokenizer": (dict, type(None)),
+                                       "weights": (str, type(None)), "tensors": (int, type(None))}
+
+
+def check_fingerprints_format(saved: Any, where: str) -> None:
+    """Raise ValueError naming ``where`` (``<file>: key base_fingerprints``) unless ``saved`` has the shape
+    ``base_fingerprint`` writes: an object with at most the towers ``vision`` / ``llm``, each an object with
+    ``config`` (object), ``weights`` (sha256 string or null) and optionally ``tensors`` and ``tokenizer``.
+
+    A tower left out is not an error here: ``check_bases`` warns that it cannot be checked.
+    """
+    fix = ("the model directory is damaged or was edited: restore mmpeft_config.json from the run that wrote it, "
+           "or remove the key base_fingerprints to load without the base check (a warning)")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{where} must be an object {{vision: ..., llm: ...}}, got {saved!r}; {fix}")
+    unknown = sorted(set(saved) - set(TOWERS))
+    if unknown:
+        raise ValueError(f"{where} has unknown towers {unknown} (known: {list(TOWERS)}); {fix}")
+    for tower, fingerprint in saved.items():
+        if not isinstance(fingerprint, dict):
+            raise ValueError(f"{where}.{tower} must be an object with fields {list(FIELDS)}, got {fingerprint!r}; "
+                             f"{fix}")
+        unknown, missing = sorted(set(fingerprint) - set(FIELDS)), [k for k in ("config", "weights")
+                                                                     if k not in fingerprint]
+        if unknown or missing:
+            raise ValueError(f"{where}.{tower}: unknown fields {unknown}, missing fields {missing} (fields: "
+                             f"{list(FIELDS)}); {fix}")
+        for name, value in fingerprint.items():
+            if not isinstance(value, FIELDS[name]) or (name == "tensors" and isinstance(value, bool)):
+                raise ValueError(f"{where}.{tower}.{name} = {value!r} has the wrong type (expected "
+                                 f"{' or '.join('null' if t is type(None) else t.__name__ for t in FIELDS[name])}); "
+                                 f"{fix}")
 
 
 def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], source: str, names: Mapping[str, str],
@@ -121,7 +155,8 @@ def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], sour
     """Refuse (ValueError) when a tower's base differs from the one the model directory was trained on.
 
     Args:
-        saved: ``base_fingerprints`` of the file (None: a directory written before fingerprints; warned about).
+        saved: ``base_fingerprints`` of the file (None: a directory written before fingerprints; warned about, as
+            is each tower it lacks). Its format is checked (``check_fingerprints_format``) before anything else.
         loaded: the same for the towers just built.
         source: the file, for the message.
         names: tower -> where its weights came from (``init_args.name``), for the message.
@@ -133,14 +168,18 @@ def check_bases(saved: Mapping[str, Any] | None, loaded: Mapping[str, Any], sour
         log.warning("%s has no base_fingerprints (written by an older mmpeft): the frozen bases cannot be checked",
                     source)
         return
-    problems = [f"{tower} ({names.get(tower)}): {'; '.join(diffs)}" for tower in ("vision", "llm")
+    check_fingerprints_format(saved, f"{source}: key base_fingerprints")
+    for tower in TOWERS:
+        if tower not in saved:
+            log.warning("%s has no base_fingerprints.%s: the frozen %s base cannot be checked", source, tower, tower)
+    problems = [f"{tower} ({names.get(tower)}): {'; '.join(diffs)}" for tower in TOWERS
                 if tower in saved and (diffs := base_differences(saved[tower], loaded.get(tower, {})))]
     if not problems:
         return
     message = (f"{source}: the frozen base the model was trained on differs from the one loaded now (key "
                f"base_fingerprints): " + " | ".join(problems) + ". Its adapters and projector were trained for the "
-               "saved base: point vlm.<tower>.init_args at the original weights, or, if the change is intended, "
-               f"{override}.")
+               "saved base: point vlm.<tower>.init_args at the original weights (load_pretrained's llm_path / "
+               f"vision_path, CLI --llm-path / --vision-path), or, if the change is intended, {override}.")
     if not allow_mismatch:
         raise ValueError(message)
     log.warning("loading anyway (allow_base_mismatch): %s", message)

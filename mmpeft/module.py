@@ -24,6 +24,7 @@ import lightning as L
 import torch
 
 from mmpeft.adapters.inject import disabled_adapters
+from mmpeft.atomic import write_text_atomic
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
@@ -158,7 +159,7 @@ class VLMModule(L.LightningModule):
         log_dir = self.trainer.log_dir  # a collective (broadcast): every rank must call it, and equally often
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(log_dir) / "trainability.md").write_text(table + "\n")
+            write_text_atomic(Path(log_dir) / "trainability.md", table + "\n")
 
     def on_train_start(self) -> None:
         # Towers are built in eval mode (frozen) and Lightning keeps every module's mode as it finds it; adapter

@@ -24,7 +24,7 @@ from torch import nn
 from mmpeft.adapters.inject import apply_adapter
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
-from mmpeft.allowed_classes import check_init_args, refuse_remote_code, resolve_class
+from mmpeft.allowed_classes import check_init_args, class_path, refuse_remote_code, resolve_class
 from mmpeft.fingerprint import base_fingerprint
 from mmpeft.packing import PackedLayout, register_varlen_attention
 from mmpeft.projectors import MLPProjector, Projector
@@ -32,6 +32,7 @@ from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import VisionTower
 from mmpeft.trainability import TrainabilityRow, count_parameters, format_trainability
 from mmpeft.types import IGNORE_INDEX, VLMOutput
+from mmpeft.weight_sources import refuse_weight_sources
 
 if TYPE_CHECKING:
     from mmpeft.data.input_format import InputFormat
@@ -117,17 +118,21 @@ class VisionLanguageModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], *, allow_classes: Iterable[type] = (),
-                    trust_remote_code: bool = False, source: str = "config", key_prefix: str = ""
-                    ) -> VisionLanguageModel:
+                    trust_remote_code: bool = False, source: str = "config", key_prefix: str = "",
+                    allow_init_args: Iterable[str] = ()) -> VisionLanguageModel:
         """Rebuild an (untrained) model from ``config()`` output: towers load their base weights again.
 
         The config is data: towers and projector are built only from the allow-list of
-        ``mmpeft.allowed_classes`` plus ``allow_classes``; adapter specs only through ``AdapterSpec.from_dict``.
-        Every entry is checked before anything is built or imported.
+        ``mmpeft.allowed_classes`` plus ``allow_classes``, with arguments of the types their signatures ask for;
+        adapter specs only through ``AdapterSpec.from_dict``; arguments that would make a library fetch or unpickle
+        weights from a place of the file's choosing are refused (``mmpeft.weight_sources``). Every entry is checked
+        before anything is built or imported.
 
         Args:
             allow_classes: further classes the caller trusts (a custom projector or tower).
             trust_remote_code: allow a saved ``trust_remote_code: true`` (else it is refused).
+            allow_init_args: weight-source keys the caller allows, by the full name the refusal reports
+                (``vlm.vision.init_args.model_kwargs.checkpoint_path``).
             source: the file the config came from, and ``key_prefix`` its place there (``vlm.``), for messages.
 
         Raises:
@@ -152,15 +157,19 @@ class VisionLanguageModel(nn.Module):
         for key in ("vision", "llm", "projector"):  # every class checked before any is built
             classes[key] = resolve_class(config[key], f"{key_prefix}{key}", allowed, source)
             check_init_args(classes[key], config[key].get("init_args", {}), f"{key_prefix}{key}", source)
+            refuse_weight_sources(classes[key], config[key].get("init_args", {}), f"{key_prefix}{key}", source,
+                                  set(allow_init_args))
         specs = {key: AdapterSpec.from_dict(config[key], f"{source}: key {key_prefix}{key}")
                  for key in ("vision_adapter", "llm_adapter")}
         towers = {}
         for key in ("vision", "llm"):
             try:
                 towers[key] = classes[key](**config[key].get("init_args", {}))
-            except (OSError, ValueError, TypeError) as e:
-                e.add_note(f"while building {key_prefix}{key} from {source}")
-                raise
+            except TypeError as e:  # a value the signature check could not judge (e.g. a timm model_kwargs entry)
+                raise ValueError(f"{source}: key {key_prefix}{key}.init_args: {class_path(classes[key])} refused "
+                                 f"them ({e}); fix the value in the file") from e
+            except (OSError, ValueError) as e:  # the tower's own message, said of the file and key it came from
+                raise ValueError(f"{source}: key {key_prefix}{key}.init_args: {e}") from e
         return cls(
             vision=towers["vision"],
             llm=towers["llm"],

@@ -88,3 +88,21 @@ def test_overlong_skip_or_truncate_never_through_an_image(tokenizer):
 def test_renderer_rejects_unknown_image_token(tokenizer):
     with pytest.raises(ValueError, match="not a token of this tokenizer"):
         ChatRenderer(tokenizer, "<img_missing>", 4)
+
+
+@pytest.mark.parametrize("template", [None, False])
+@pytest.mark.parametrize("overlong", ["skip", "truncate"])
+def test_generation_prompt_longer_than_max_length_is_too_long_never_cut(tokenizer, template, overlong):
+    """The bug this guards: render_prompt ignored max_length, so `mmpeft eval --max-length` did nothing and an
+    over-long prompt reached generate. A prompt is bounded (images included) and never truncated."""
+    turns = [{"role": "user", "content": "<image>\nWhat color is the picture?"},
+             {"role": "assistant", "content": "red"}]
+    length = len(ChatRenderer(tokenizer, "<image>", 8, use_chat_template=template).render_prompt(turns))
+    fits = ChatRenderer(tokenizer, "<image>", 8, max_length=length, use_chat_template=template, overlong=overlong)
+    assert len(fits.render_prompt(turns)) == length, "a prompt of exactly max_length is kept whole"
+    short = ChatRenderer(tokenizer, "<image>", 8, max_length=length - 1, use_chat_template=template,
+                         overlong=overlong)
+    with pytest.raises(SampleError, match=rf"shard-000000.tar:000007: prompt of {length} tokens > max_length "
+                                          rf"{length - 1}") as err:
+        short.render_prompt(turns, where="shard-000000.tar:000007")
+    assert err.value.reason == "too_long"

@@ -213,3 +213,44 @@ def test_generation_probe_refuses_an_image_marker(tmp_path):
     path = write_jsonl(tmp_path / "img.jsonl", [{"id": "q7", "prompt": "<image>\nWhat is this?", "answers": ["x"]}])
     with pytest.raises(ValueError, match=r"img.jsonl: item 'q7' has <image> in its prompt"):
         ExactMatchProbe("img", str(path))
+
+
+def test_forgetting_probes_vqa_logs_missing_rows(tiny, tmp_path):
+    """The bug this guards: the training-time VQA probe scored what it could read and logged nothing about the
+    rows it skipped (a corrupt image, an over-long prompt) or lost (a cut shard)."""
+    from types import SimpleNamespace
+
+    from shard_damage import damage, image_sample, write_dir
+
+    from mmpeft.callbacks.probes import ForgettingProbes
+
+    def sample(i):
+        prepared = image_sample(i, words=40 if i == 2 else 0)  # 000002: a prompt over max_length 128
+        if i == 1:
+            prepared.files = {k: v[:40] for k, v in prepared.files.items()}  # 000001: a corrupt image
+        return prepared
+
+    urls = write_dir(tmp_path / "vqa", 12, 4, sample)
+    damage(urls[1], "cut_at_boundary", "000006")  # 000006, 000007: lost
+    vlm = build_vlm(tiny)
+    vlm.input_format = input_format_of(ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens,
+                                                    max_length=128))
+    logged = []
+    logger = SimpleNamespace(log_metrics=lambda metrics, step: logged.append((step, metrics)))
+    trainer = SimpleNamespace(global_step=3, is_global_zero=True, loggers=[logger])
+    ForgettingProbes([], vqa_shards=str(tmp_path / "vqa"), vqa_limit=None, max_new_tokens=2)._run(
+        trainer, SimpleNamespace(vlm=vlm))
+    [(step, metrics)] = logged
+    assert step == 3 and metrics["probe/vqa/questions"] == 8 and metrics["probe/vqa/missing"] == 4
+    assert metrics["probe/vqa/damaged_shards"] == 0 and 0 <= metrics["probe/vqa/overall"] <= 100
+
+
+def test_a_probe_prompt_longer_than_max_length_names_the_probe_file_and_item(tiny, tmp_path):
+    from mmpeft.data.input_format import renderer_for
+
+    path = write_jsonl(tmp_path / "em.jsonl", [{"id": "short", "prompt": "Hi?", "answers": ["hi"]},
+                                              {"id": "long", "prompt": "word " * 300, "answers": ["x"]}])
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora"), soft_prompt_tokens=0)
+    renderer = renderer_for(vlm, max_length=64)
+    with pytest.raises(ValueError, match=r"probe 'em': .*em.jsonl item 'long': .*max_length"):
+        ExactMatchProbe("em", str(path)).prompt_ids(vlm, renderer)

@@ -6,7 +6,7 @@ import torch
 import yaml
 from conftest import build_vlm
 from data_fixtures import coco_fixture
-from shard_damage import damage, image_sample, write_dir
+from shard_damage import damage, image_sample, text_sample, write_dir
 from test_cli import fit_args
 from test_data_prep import script
 
@@ -187,3 +187,139 @@ def test_eval_cli_allow_partial(tiny, tmp_path, capsys):
     scores = cli_main([*args, "--allow-partial"])
     assert json.loads((tmp_path / "scores.json").read_text())["missing"]["missing_rows"] == 3
     assert scores["vqa"]["num_questions"] == 9 and "data: 3 row(s) missing" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ nothing skipped silently, ids unique, outputs
+
+
+def _model_dir(tiny, directory, max_length=128):
+    """A saved model whose input format bounds prompts at ``max_length`` tokens (as a run's data config does)."""
+    vlm = build_vlm(tiny)
+    vlm.input_format = input_format_of(ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens,
+                                                    max_length=max_length))
+    return save_trainable(vlm, directory, extra={"global_step": 0})
+
+
+def _long_at(index, words=40):
+    """Samples whose ``index``-th prompt is ~160 tokens longer than the others (~45 tokens with the tiny towers)."""
+    return lambda i: image_sample(i, words=words if i == index else 0)
+
+
+def test_overlong_prompt_is_a_counted_too_long_skip_naming_shard_and_key(tiny, tmp_path):
+    """The bug this guards: render_prompt ignored max_length, so an over-long prompt went to generate."""
+    from mmpeft.eval.run import evaluate
+
+    urls = write_dir(tmp_path / "vqa", 6, 3, _long_at(4))
+    vlm = build_vlm(tiny)
+    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=128)
+    with pytest.raises(PartialData, match=rf"(?s)skipped \(too_long\): {urls[1]}:000004: prompt of \d+ tokens > "
+                                          r"max_length 128.*--allow-partial"):
+        evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2)
+    scores, predictions = evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2, allow_partial=True)
+    assert scores["missing"]["skipped"] == {"too_long": 1} and scores["missing"]["missing_rows"] == 1
+    assert scores["vqa"]["num_questions"] == 5 and "colour-4" not in {p["id"] for p in predictions}
+    assert {p["where"] for p in predictions} == {f"{urls[i // 3]}:{i:06d}" for i in (0, 1, 2, 3, 5)}
+
+
+def test_eval_cli_max_length_bounds_prompts(tiny, tmp_path):
+    """``--max-length`` overrides the saved max_length (128 here) both ways."""
+    write_dir(tmp_path / "vqa", 4, 4, _long_at(2))
+    model = _model_dir(tiny, tmp_path / "model")
+    args = ["eval", "--checkpoint", str(model), "--vqa", str(tmp_path / "vqa"), "--max-new-tokens", "2"]
+    with pytest.raises(SystemExit, match=r"(?s)refusing to score a partial set: a sample was skipped \(too_long\).*"
+                                         r"000002: prompt of \d+ tokens > max_length 128"):
+        cli_main([*args, "--out", str(tmp_path / "saved")])
+    scores = cli_main([*args, "--max-length", "400", "--out", str(tmp_path / "raised")])
+    assert scores["vqa"]["num_questions"] == 4 and scores["missing"]["missing_rows"] == 0
+    with pytest.raises(SystemExit, match=r"no vqa sample left to score.*skipped too_long: 4"):
+        cli_main([*args, "--max-length", "8", "--allow-partial", "--out", str(tmp_path / "lowered")])
+
+
+def _drop_member(path, name):
+    """Rewrite a tar without member ``name`` (a record listing an image its shard lacks); the sample stays."""
+    import tarfile
+    from pathlib import Path
+
+    kept = tmp = Path(str(path) + ".rewrite")
+    with tarfile.open(path) as src, tarfile.open(tmp, "w") as dst:
+        for member in src.getmembers():
+            if member.name != name:
+                dst.addfile(member, src.extractfile(member))
+    kept.replace(path)
+
+
+def test_text_rows_and_missing_image_fields_are_counted_by_reason(tiny, tmp_path):
+    """The bugs this guards: records without conversations (generation) or images (vision probe) were dropped
+    uncounted, and an image field absent from the shard was reported as malformed_json."""
+    from mmpeft.eval.run import evaluate
+
+    urls = write_dir(tmp_path / "mixed", 8, 4, lambda i: text_sample(i) if i == 2 else image_sample(i))
+    _drop_member(urls[1], "000005.img0.png")
+    vlm = build_vlm(tiny, vision_spec=AdapterSpec("lora"))
+    renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=128)
+    with pytest.raises(PartialData, match=rf"\(no_prompt\): {urls[0]}:000002: a plain-text record"):
+        evaluate(vlm, renderer, vqa=str(tmp_path / "mixed"), max_new_tokens=2)
+    with pytest.raises(PartialData, match=rf"\(no_image\): {urls[0]}:000002"):
+        evaluate(vlm, renderer, vision=str(tmp_path / "mixed"))
+    scores, _ = evaluate(vlm, renderer, vqa=str(tmp_path / "mixed"), vision=str(tmp_path / "mixed"),
+                         max_new_tokens=2, allow_partial=True)
+    assert scores["missing"]["skipped"] == {"no_prompt": 1, "no_image": 1, "missing_image": 2}
+    assert scores["vqa"]["num_questions"] == 6 and scores["vision"]["images"] == 6
+    assert scores["missing"]["lost"] == {}, "the rows are in their shards: skipped, not lost"
+
+
+def test_duplicate_question_or_image_ids_are_refused_naming_both_records():
+    """The bug this guards: duplicates were merged silently (references overwritten, first caption kept)."""
+    from mmpeft.eval.run import score_captions, score_vqa
+
+    def row(rid, where, **fields):
+        return {"id": rid, "where": where, "prediction": "red", "eval": fields}
+
+    answers = ["red"] * 10
+    with pytest.raises(ValueError, match=r"VQA records 'a' \(s0.tar:000001\) and 'b' \(s1.tar:000009\) have the same "
+                                         r"question id 7"):
+        score_vqa([row("a", "s0.tar:000001", answers=answers, question_id=7), row("c", "s0.tar:2", answers=answers),
+                   row("b", "s1.tar:000009", answers=["blue"] * 10, question_id=7)])
+    with pytest.raises(ValueError, match=r"records 'x' .* and '7' .* same question id '7'"):
+        score_vqa([row("x", "s:1", answers=answers, question_id=7), row("7", "s:2", answers=answers)])
+    refs = ["a red square", "a square"]
+    with pytest.raises(ValueError, match=r"(?s)caption records 'coco-3-0' \(c.tar:000000\) and 'coco-3-1' "
+                                         r"\(c.tar:000001\) are both of image 3.*one prediction per image.*"
+                                         r"--captions-per-image all"):
+        score_captions([row("coco-3-0", "c.tar:000000", captions=refs, image_id=3),
+                        row("coco-3-1", "c.tar:000001", captions=refs, image_id=3)], tokenizer="python")
+
+
+def test_eval_out_keeps_dotted_names_and_default_is_beside_the_model(tiny, tmp_path, monkeypatch):
+    """The bugs this guards: ``--out eval/lr_0.5`` and ``eval/lr_0.1`` both wrote eval/lr_0.json
+    (Path.with_suffix), and the default out of a model outside a run dir wrote into the model directory."""
+    import os
+
+    write_dir(tmp_path / "vqa", 2, 2, image_sample)
+    model = _model_dir(tiny, tmp_path / "models" / "lr_0.5")
+    before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    args = ["eval", "--checkpoint", str(model), "--vqa", str(tmp_path / "vqa"), "--max-new-tokens", "2"]
+    for name in ("lr_0.5", "lr_0.1"):
+        cli_main([*args, "--out", str(tmp_path / "eval" / name)])
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
+        "lr_0.1.json", "lr_0.1.predictions.jsonl", "lr_0.5.json", "lr_0.5.predictions.jsonl"]
+    cli_main(args)
+    assert (tmp_path / "models" / "eval" / "lr_0.5.json").is_file(), "default: eval/<name> beside the model"
+    assert (tmp_path / "models" / "eval" / "lr_0.5.predictions.jsonl").is_file()
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == before, "nothing written inside the model"
+    with pytest.raises(SystemExit, match="inside the model directory"):
+        cli_main([*args, "--out", str(model / "scores")])
+    # the scores file is replaced atomically: a write that dies before its rename leaves the old file whole
+    scores_file = tmp_path / "eval" / "lr_0.5.json"
+    old = scores_file.read_text()
+    replace = os.replace
+
+    def dies_on_scores(src, dst):
+        if str(dst) == str(scores_file):
+            raise OSError("disk full")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_on_scores)
+    with pytest.raises(OSError, match="disk full"):
+        cli_main([*args, "--max-new-tokens", "3", "--out", str(tmp_path / "eval" / "lr_0.5")])
+    assert scores_file.read_text() == old and not list((tmp_path / "eval").glob("*.tmp"))

@@ -1,8 +1,11 @@
 """``ForgettingProbes``: text probes (and optionally VQA accuracy) every N training steps -> forgetting curves.
 
 Logged per probe metric: ``probe/<name>/<metric>`` (adapted), ``..._base`` and ``..._delta``; for perplexity also
-``probe/<name>/perplexity_delta_pct``; with ``vqa_shards``, ``probe/vqa/overall``. The base never changes during
-training, so it is evaluated once and reused.
+``probe/<name>/perplexity_delta_pct``; with ``vqa_shards``, ``probe/vqa/overall`` (with ``_lo``/``_hi``),
+``probe/vqa/questions`` (scored), ``probe/vqa/missing`` (rows skipped or lost from their shards, by the eval reader's
+accounting) and ``probe/vqa/damaged_shards`` (shards without a manifest count that lost an unknown number of rows).
+The probe scores what remains and logs what it lacked; ``overall`` is not logged at a point with no question left.
+The base never changes during training, so it is evaluated once and reused.
 
 Generation probes and the VQA probe prompt the model in its input format (``renderer_for(vlm)``), which
 ``VLMModule.setup`` sets from the training data's renderer: the same system prompt and template as training and as
@@ -11,12 +14,15 @@ the checkpoints record; the adapted and base passes get identical prompt ids (``
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from mmpeft.eval.text_probes import TextProbe, compare
+
+log = logging.getLogger(__name__)
 
 
 class ForgettingProbes(Callback):
@@ -60,17 +66,28 @@ class ForgettingProbes(Callback):
         if self.vqa_shards is not None:
             from mmpeft.data.datamodule import resolve_shards
             from mmpeft.data.input_format import renderer_for
+            from mmpeft.data.integrity import ShardAudit, describe_losses
             from mmpeft.eval.generate import predict
             from mmpeft.eval.run import score_vqa
 
             renderer = renderer_for(module.vlm)  # the format the checkpoints save (VLMModule.setup sets it)
             was_training = module.vlm.training
+            audit = ShardAudit(allow_partial=True)  # a probe curve goes on; what it lacked is logged with it
             preds = predict(module.vlm, renderer, resolve_shards(self.vqa_shards), self.batch_size,
-                            self.max_new_tokens, limit=self.vqa_limit, description="probe VQA")
+                            self.max_new_tokens, limit=self.vqa_limit, description="probe VQA", audit=audit)
             module.vlm.train(was_training)
-            vqa = score_vqa(preds)
-            metrics["probe/vqa/overall"] = vqa["overall"]
-            metrics["probe/vqa/overall_lo"], metrics["probe/vqa/overall_hi"] = vqa["interval_95"]["overall"]
+            missing = audit.summary()
+            metrics["probe/vqa/questions"] = float(len(preds))
+            metrics["probe/vqa/missing"] = float(missing["missing_rows"])
+            metrics["probe/vqa/damaged_shards"] = float(len(missing["damaged"]))
+            if missing["missing_rows"] or missing["damaged"]:
+                log.warning("probe VQA at step %d scored %d question(s); %d row(s) missing (skipped %s; lost %s)",
+                            step, len(preds), missing["missing_rows"], missing["skipped"] or "none",
+                            describe_losses(missing["lost"], missing["damaged"]))
+            if preds:
+                vqa = score_vqa(preds)
+                metrics["probe/vqa/overall"] = vqa["overall"]
+                metrics["probe/vqa/overall_lo"], metrics["probe/vqa/overall_hi"] = vqa["interval_95"]["overall"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 

@@ -14,6 +14,8 @@ Without a template (base models), the documented fallback is LLaVA-v1 / Vicuna s
 
 Each image marker becomes ``num_image_tokens`` placeholder ids (labels IGNORE). Over-long samples are skipped
 (``overlong="skip"``, the default) or truncated (``"truncate"``) at a point that never cuts an image's tokens.
+Generation prompts (``render_prompt``) are bounded by the same ``max_length`` but never truncated: an over-long
+prompt is a ``too_long`` SampleError, which evaluation counts as a skipped sample.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class ChatRenderer:
         tokenizer: a fast HF tokenizer (offsets are needed for template rendering).
         image_token: the LLM's image placeholder string (``LLMTower.image_token``).
         num_image_tokens: placeholder ids per image (``VisionLanguageModel.num_image_tokens``).
-        max_length: maximum tokens per sample.
+        max_length: maximum tokens per sample (``render``) and per generation prompt (``render_prompt``; an
+            over-long prompt raises ``SampleError("too_long")``, never truncated).
         system_prompt: system turn added when a conversation has none (None: the template's default).
         use_chat_template: None uses the tokenizer's template when it has one; False forces the fallback.
         overlong: ``skip`` (counted as ``too_long``) or ``truncate`` (never through an image's tokens).
@@ -84,10 +87,16 @@ class ChatRenderer:
             ids, labels = self._render_conversation(self._messages(record["conversations"]), where)
         return self._fit(*self._expand_images(ids, labels), where)
 
-    def render_prompt(self, conversations: list[dict[str, str]]) -> list[int]:
+    def render_prompt(self, conversations: list[dict[str, str]], where: str = "") -> list[int]:
         """Ids of a generation prompt: the turns up to the last user turn, then the assistant header.
 
         Trailing assistant turns (the reference answer of an eval record) are dropped. Images are expanded.
+
+        ``max_length`` bounds the prompt (image placeholders included; the generated tokens come on top): a longer
+        prompt raises ``SampleError("too_long")`` naming ``where``, whatever ``overlong`` says. A prompt is never
+        truncated: cutting its end drops the question and the assistant header, cutting its start drops the
+        system prompt or an image, and either way the model would answer a prompt it was never given. Callers
+        count the error as a skipped sample (``mmpeft.eval.generate.predict``).
         """
         messages = self._messages(conversations)
         while messages and messages[-1]["role"] == "assistant":
@@ -97,7 +106,11 @@ class ChatRenderer:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             ids, _ = self._fallback(messages + [{"role": "assistant", "content": None}])
-        return self._expand_images(ids, [IGNORE_INDEX] * len(ids))[0]
+        ids = self._expand_images(ids, [IGNORE_INDEX] * len(ids))[0]
+        if len(ids) > self.max_length:
+            raise SampleError("too_long", f"prompt of {len(ids)} tokens > max_length {self.max_length} (prompts are "
+                              "never truncated; raise max_length, e.g. mmpeft eval --max-length)", where)
+        return ids
 
     # ------------------------------------------------------------------ internals
 

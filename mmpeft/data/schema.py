@@ -47,8 +47,11 @@ _KEY = re.compile(r"^[A-Za-z0-9_\-]+$")
 SKIP_REASONS = (
     "malformed_json", "schema_version", "bad_key", "empty_text", "no_assistant_turn", "image_marker",
     "missing_image", "corrupt_image", "no_answers", "too_long", "corrupt_shard", "image_too_large", "bad_turn_order",
+    "no_prompt", "no_image",
 )
-"""Every reason a sample can be skipped for; skip counts are kept per reason."""
+"""Every reason a sample can be skipped for; skip counts are kept per reason. ``no_prompt`` (a plain-text record in
+a set that generation prompts) and ``no_image`` (a record without images in a set the vision probe reads) are the
+evaluation readers' own (``mmpeft.eval``)."""
 
 
 class SampleError(ValueError):

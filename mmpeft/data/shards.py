@@ -27,14 +27,18 @@ from typing import Any
 import webdataset as wds
 from tqdm.auto import tqdm
 
+from mmpeft import atomic
 from mmpeft.data.schema import SCHEMA_VERSION, SampleError, check_key, validate_record
 from mmpeft.data.skips import SkipLog
 from mmpeft.data.source_files import file_fingerprint
 
 MANIFEST = "manifest.json"
 FINGERPRINT = "fingerprint.json"
-# the shard files write_shards makes (and only those are ever deleted by --overwrite)
-_WRITTEN = re.compile(r"^[A-Za-z0-9_\-]+-\d{6,}\.(tar|tar\.tmp|stats\.json|stats\.json\.tmp)$")
+# the shard files write_shards makes (and only those are ever deleted by --overwrite); temp files of atomic writes
+# are <name>.tmp (older mmpeft) or <name>.<16 hex>.tmp (mmpeft.atomic.temp_path), left behind by a killed run
+_TEMP = r"(\.[0-9a-f]{16})?\.tmp"
+_WRITTEN = re.compile(rf"^[A-Za-z0-9_\-]+-\d{{6,}}\.(tar|tar\.tmp|stats\.json|stats\.json{_TEMP})$")
+_WRITTEN_TOP = re.compile(rf"^({re.escape(MANIFEST)}|{re.escape(FINGERPRINT)})({_TEMP})?$")
 
 
 @dataclass
@@ -56,9 +60,8 @@ class OutputMismatch(ValueError):
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    """``data`` as JSON (indent 2, sorted keys) through ``mmpeft.atomic`` (temp file, fsync, replace)."""
+    atomic.write_json_atomic(path, data, indent=2, sort_keys=True)
 
 
 def claim_output(out_dir: str | Path, fingerprint: dict[str, Any], overwrite: bool = False,
@@ -108,10 +111,10 @@ def remove_outputs(out_dir: str | Path, dry_run: bool = False) -> list[Path]:
     """The files ``write_shards`` makes in ``out_dir`` (manifest first, so the directory stops reading as finished),
     deleted unless ``dry_run``; anything else there is left alone."""
     out = Path(out_dir)
-    found = [out / name for name in (MANIFEST, MANIFEST + ".tmp", FINGERPRINT, FINGERPRINT + ".tmp")
-             if (out / name).is_file()]
+    found = [out / name for name in (MANIFEST, FINGERPRINT) if (out / name).is_file()]
     if out.is_dir():
-        found += sorted(p for p in out.iterdir() if _WRITTEN.match(p.name) and p.is_file())
+        found += sorted(p for p in out.iterdir() if p.name not in (MANIFEST, FINGERPRINT) and p.is_file()
+                        and (_WRITTEN_TOP.match(p.name) or _WRITTEN.match(p.name)))
     if not dry_run:
         for p in found:
             p.unlink()

@@ -28,6 +28,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from mmpeft.atomic import write_json_atomic
+
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
            "purple": (140, 60, 180), "orange": (240, 140, 30)}
@@ -189,7 +191,6 @@ def write_benchmark(out: str, seed: int = 0, train_scenes: int = 2000, eval_scen
     ``train/`` mixes one caption and ``questions_per_scene`` questions per scene; ``{val,test}_vqa/`` hold up to
     ``eval_per_type`` questions of every type; ``{val,test}_captions/`` one caption sample per scene.
     """
-    import json
     from collections import Counter
     from pathlib import Path
 
@@ -228,5 +229,6 @@ def write_benchmark(out: str, seed: int = 0, train_scenes: int = 2000, eval_scen
         "constant_caption": f"a {size} {colour} {shape} in the center",
         "seed": seed,
     }
-    (root / "baselines.json").write_text(json.dumps(baselines, indent=2))
+    # written last and atomically: the demo takes its presence as "benchmark complete"
+    write_json_atomic(root / "baselines.json", baselines)
     return {"manifests": {k: {"num_samples": m["num_samples"]} for k, m in manifests.items()}, **baselines}

@@ -13,10 +13,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmpeft.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
+
 
 def latest_eval(run_dir: Path) -> dict[str, Any] | None:
     files = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
-    evals = [json.loads(f.read_text()) for f in files if not f.name.endswith(".predictions.json")]
+    evals = []
+    for f in files:
+        if f.name.endswith(".predictions.json"):
+            continue
+        try:
+            evals.append(json.loads(f.read_text()))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{f} is not a readable eval JSON ({e}); re-run mmpeft eval for it or move it out of "
+                             f"{f.parent}") from None
     evals = [e for e in evals if isinstance(e, dict)]
     return max(evals, key=lambda e: e.get("step") or -1) if evals else None
 
@@ -35,39 +45,88 @@ def probe_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
+# (summary key, probe kind, metric): each change in the units of the table (``_change``: perplexity in percent of
+# the base's, accuracies in points)
+SUMMARY_CHANGES = (("ppl_change_pct", "perplexity", "perplexity"), ("mc_acc_change", "multiple_choice", "acc"),
+                   ("em_change", "exact_match", "exact_match"))
+
+
+def probe_changes(text_probes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per probe and headline metric: ``{"probe", "metric", "change", "interval"}``, the change of the adapted
+    model against its base in table units (perplexity: percent of the base; acc, exact_match: points) with its 95%
+    interval over the probe's items (``interval_95[metric]["delta"]`` of the eval JSON; None where not recorded)."""
+    rows = []
+    for name, r in text_probes.items():
+        for _, kind, metric in SUMMARY_CHANGES:
+            if r.get("kind") != kind or metric not in r.get("delta", {}):
+                continue
+            scale = 100 / r["base"][metric] if metric == "perplexity" else 100
+            interval = r.get("interval_95", {}).get(metric, {}).get("delta")
+            rows.append({"probe": name, "metric": metric, "change": scale * r["delta"][metric],
+                         "interval": None if interval is None else [scale * v for v in interval]})
+    return rows
+
+
 def forgetting(text_probes: dict[str, Any]) -> dict[str, Any]:
-    """Summary of text forgetting: mean perplexity change in percent, mean accuracy changes (points); with one
-    perplexity probe, also its 95% interval (``ppl_change_pct_interval``, over the probe's windows)."""
+    """Summary of text forgetting: mean perplexity change in percent, mean MC accuracy and EM changes (points);
+    where one probe of a kind gives the figure, also its 95% interval (``<key>_interval``, over the probe's items;
+    a mean over several probes has none here: ``probe_changes`` lists each probe's)."""
     out: dict[str, Any] = {}
-    ppl_probes = [r for r in text_probes.values() if r["kind"] == "perplexity"]
-    ppl = [100 * r["delta"]["perplexity"] / r["base"]["perplexity"] for r in ppl_probes]
-    interval = ppl_probes[0].get("interval_95", {}).get("perplexity", {}).get("delta") if len(ppl_probes) == 1 else None
-    if interval is not None:
-        out["ppl_change_pct_interval"] = [100 * v / ppl_probes[0]["base"]["perplexity"] for v in interval]
-    mc = [100 * r["delta"]["acc"] for r in text_probes.values() if r["kind"] == "multiple_choice"]
-    em = [100 * r["delta"]["exact_match"] for r in text_probes.values() if r["kind"] == "exact_match"]
-    for name, values in (("ppl_change_pct", ppl), ("mc_acc_change", mc), ("em_change", em)):
-        if values:
-            out[name] = sum(values) / len(values)
+    changes = probe_changes(text_probes)
+    for key, _, metric in SUMMARY_CHANGES:
+        found = [c for c in changes if c["metric"] == metric]
+        if found:
+            out[key] = sum(c["change"] for c in found) / len(found)
+        if len(found) == 1 and found[0]["interval"] is not None:
+            out[key + "_interval"] = found[0]["interval"]
     return out
+
+
+def missing_summary(evaluation: dict[str, Any]) -> dict[str, Any] | None:
+    """What an evaluation left out (``scores["missing"]`` of ``mmpeft eval``): ``{"rows", "damaged_shards",
+    "limit", "allow_partial"}``; None for an eval file written before it was recorded."""
+    missing = evaluation.get("missing")
+    if not isinstance(missing, dict):
+        return None
+    return {"rows": missing.get("missing_rows", 0), "damaged_shards": len(missing.get("damaged") or {}),
+            "limit": missing.get("limit"), "allow_partial": missing.get("allow_partial")}
+
+
+def missing_cell(missing: dict[str, Any] | None) -> str:
+    """``0``, ``3``, ``3 + ? (1 damaged shard)``, ``0; limit 8``; ``not recorded`` for an older eval file."""
+    if missing is None:
+        return "not recorded"
+    cell = str(missing["rows"])
+    if missing["damaged_shards"]:
+        cell += f" + ? ({missing['damaged_shards']} damaged shard(s) without a manifest count)"
+    if missing["limit"] is not None:
+        cell += f"; limit {missing['limit']}"
+    return cell
 
 
 def summarize(run_dir: Path) -> dict[str, Any]:
     evaluation = latest_eval(run_dir) or {}
     row: dict[str, Any] = {"run": run_dir.name, "run_dir": str(run_dir), "step": evaluation.get("step")}
+    if evaluation:
+        row["missing"] = missing_summary(evaluation)
     if "vqa" in evaluation:
-        row["vqa"] = evaluation["vqa"]["overall"]
-        if "interval_95" in evaluation["vqa"]:
-            row["vqa_interval"] = evaluation["vqa"]["interval_95"]["overall"]
+        vqa = evaluation["vqa"]
+        row["vqa"] = vqa["overall"]
+        intervals = vqa.get("interval_95", {})
+        if intervals:
+            row["vqa_interval"] = intervals["overall"]
         # eval files written before the official-2021 scorer port keep the per-type means under ``*_mean``
-        row["vqa_by_question_type"] = evaluation["vqa"].get("per_question_type_mean",
-                                                            evaluation["vqa"]["per_question_type"])
+        row["vqa_by_question_type"] = vqa.get("per_question_type_mean", vqa["per_question_type"])
+        row["vqa_by_question_type_interval"] = intervals.get("per_question_type", {})
+        row["vqa_by_answer_type"] = vqa.get("per_answer_type", {})
+        row["vqa_by_answer_type_interval"] = intervals.get("per_answer_type", {})
     if "captions" in evaluation:
         # pycocoevalcap's key "CIDEr" (its CIDEr-D); eval files written before the key change have "CIDEr-D"
         row["cider"] = evaluation["captions"].get("CIDEr", evaluation["captions"].get("CIDEr-D"))
         if "interval_95" in evaluation["captions"]:
             row["cider_interval"] = evaluation["captions"]["interval_95"].get("CIDEr")
     row.update(forgetting(evaluation.get("text_probes", {})))
+    row["text_probe_changes"] = probe_changes(evaluation.get("text_probes", {}))
     row["curves"] = probe_curves(run_dir)
     return row
 
@@ -81,28 +140,46 @@ def vl_score(row: dict[str, Any]) -> tuple[str, float, list[float] | None] | Non
     return None
 
 
+def _figure(value: Any, interval: Any = None) -> str:
+    """``12.34`` or ``12.34 [10.00, 14.50]`` (a 95% interval over test items); empty for a missing value."""
+    if value is None:
+        return ""
+    cell = f"{value:.2f}" if isinstance(value, float) else str(value)
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        cell += f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return cell
+
+
 def write_markdown(rows: list[dict[str, Any]]) -> str:
-    """The cross-run table; a figure with a 95% interval (over test items) shows it in brackets."""
+    """The cross-run table, then VQA by question and answer type and each text probe's change; a figure with a 95%
+    interval (over test items) shows it in brackets. ``missing rows / limit`` says what an evaluation left out
+    (skipped samples and rows lost from damaged shards, which ``--allow-partial`` scored without; ``--limit``)."""
     cols = [("run", "run"), ("step", "step"), ("vqa", "VQA acc [95%]"), ("cider", "CIDEr [95%]"),
-            ("ppl_change_pct", "ppl change % [95%]"), ("mc_acc_change", "MC acc change (pts)"),
-            ("em_change", "EM change (pts)")]
-    intervals = {"vqa": "vqa_interval", "cider": "cider_interval", "ppl_change_pct": "ppl_change_pct_interval"}
+            ("ppl_change_pct", "ppl change % [95%]"), ("mc_acc_change", "MC acc change (pts) [95%]"),
+            ("em_change", "EM change (pts) [95%]"), ("missing", "missing rows / limit")]
+    intervals = {"vqa": "vqa_interval", "cider": "cider_interval", "ppl_change_pct": "ppl_change_pct_interval",
+                 "mc_acc_change": "mc_acc_change_interval", "em_change": "em_change_interval"}
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + " --- |" * len(cols)]
     for row in rows:
-        cells = []
-        for key, _ in cols:
-            v = row.get(key)
-            cell = "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
-            iv = row.get(intervals.get(key, ""))
-            cells.append(cell + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if v is not None and iv else ""))
+        cells = [(missing_cell(row["missing"]) if "missing" in row else "") if key == "missing"
+                 else _figure(row.get(key), row.get(intervals.get(key, ""))) for key, _ in cols]
         lines.append("| " + " | ".join(cells) + " |")
-    qtypes = sorted({q for r in rows for q in r.get("vqa_by_question_type", {})})
-    if qtypes:
-        lines += ["", "VQA accuracy by question type:", "",
-                  "| run | " + " | ".join(qtypes) + " |", "|" + " --- |" * (len(qtypes) + 1)]
+    for title, key in (("question type", "vqa_by_question_type"), ("answer type", "vqa_by_answer_type")):
+        types = sorted({t for r in rows for t in r.get(key, {})})
+        if not types:
+            continue
+        lines += ["", f"VQA accuracy by {title} [95%]:", "",
+                  "| run | " + " | ".join(types) + " |", "|" + " --- |" * (len(types) + 1)]
         for r in rows:
-            by = r.get("vqa_by_question_type", {})
-            lines.append(f"| {r['run']} | " + " | ".join(f"{by[q]:.2f}" if q in by else "" for q in qtypes) + " |")
+            by, iv = r.get(key, {}), r.get(key + "_interval", {})
+            lines.append(f"| {r['run']} | " + " | ".join(_figure(by.get(t), iv.get(t)) for t in types) + " |")
+    changes = [(r["run"], c) for r in rows for c in r.get("text_probe_changes", [])]
+    if changes:
+        units = {"perplexity": "% of base", "acc": "pts", "exact_match": "pts"}
+        lines += ["", "Text probes, adapted vs base [95%]:", "", "| run | probe | metric | change [95%] |",
+                  "| --- | --- | --- | --- |"]
+        lines += [f"| {run} | {c['probe']} | {c['metric']} ({units[c['metric']]}) | "
+                  f"{_figure(c['change'], c['interval'])} |" for run, c in changes]
     return "\n".join(lines) + "\n"
 
 
@@ -134,7 +211,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_ylabel(points[0][1][0])
         ax.set_title("vision-language score vs text forgetting (bars: 95% intervals over test items)", fontsize=9)
         fig.tight_layout()
-        fig.savefig(out / "vl_vs_forgetting.png", dpi=120)
+        save_figure_atomic(fig, out / "vl_vs_forgetting.png", dpi=120)
         plt.close(fig)
         written.append(out / "vl_vs_forgetting.png")
     curved = [r for r in rows if r["curves"]]
@@ -159,7 +236,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
                 ax.legend(fontsize=8)
         top.set_title("forgetting and VL score over training")
         fig.tight_layout()
-        fig.savefig(out / "curves.png", dpi=120)
+        save_figure_atomic(fig, out / "curves.png", dpi=120)
         plt.close(fig)
         written.append(out / "curves.png")
     return written
@@ -180,8 +257,8 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
     if missing:
         raise FileNotFoundError(f"run directories not found: {missing}")
     rows = [summarize(Path(d)) for d in run_dirs]
-    (out / "report.json").write_text(json.dumps(rows, indent=2))
-    (out / "report.md").write_text(write_markdown(rows))
+    write_json_atomic(out / "report.json", rows)
+    write_text_atomic(out / "report.md", write_markdown(rows))
     plots = plot(rows, out)
     return {"rows": rows, "files": [out / "report.json", out / "report.md", *plots]}
 

@@ -14,14 +14,16 @@ from typing import Any
 import torch
 import yaml
 
+from mmpeft.atomic import write_json_atomic, write_text_atomic
 from mmpeft.checkpoint import add_loading_flags, load_pretrained, loading_options
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.datamodule import resolve_shards
 from mmpeft.data.input_format import input_format_from_data_config, renderer_for
 from mmpeft.data.integrity import PartialData, ShardAudit, describe_losses
+from mmpeft.data.schema import SampleError
 from mmpeft.data.skips import SkipLog
 from mmpeft.eval.captioning import TOKENIZERS, caption_metrics, check_tokenizer_usable
-from mmpeft.eval.generate import predict, read_eval_records
+from mmpeft.eval.generate import count_skip, predict, read_eval_records
 from mmpeft.eval.score_intervals import caption_intervals, vqa_intervals
 from mmpeft.eval.text_probes import ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe, compare
 from mmpeft.eval.vision_probe import vision_drift
@@ -35,12 +37,40 @@ def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
+def _record(p: dict[str, Any]) -> str:
+    """A prediction's record for messages: its id and, when known, ``<shard>:<key>``."""
+    return f"{p['id']!r}" + (f" ({p['where']})" if p.get("where") else "")
+
+
+def _first_by_key(seen: dict[str, dict[str, Any]], key: Any, p: dict[str, Any]) -> dict[str, Any] | None:
+    """The prediction already seen under ``key`` (compared as text: the scorers' per-item keys are strings), else
+    None after recording ``p`` under it."""
+    first = seen.get(str(key))
+    if first is None:
+        seen[str(key)] = p
+    return first
+
+
 def score_vqa(predictions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The official VQA accuracy of ``predictions`` (``predict``'s rows), keyed by ``eval.question_id`` (else the
+    record id), with 95% intervals (``interval_95``).
+
+    Raises:
+        ValueError: a record without ``eval.answers``, or two records with the same question id (a data error:
+            one question scored twice, or two questions sharing an id, either way one set of references would be
+            lost), naming both records.
+    """
     refs, preds = {}, {}
+    seen: dict[str, dict[str, Any]] = {}
     for p in predictions:
         qid = p["eval"].get("question_id", p["id"])
         if "answers" not in p["eval"]:
-            raise ValueError(f"VQA record {p['id']!r} has no eval.answers; convert it with the VQA fields kept")
+            raise ValueError(f"VQA record {_record(p)} has no eval.answers; convert it with the VQA fields kept")
+        first = _first_by_key(seen, qid, p)
+        if first is not None:
+            raise ValueError(f"VQA records {_record(first)} and {_record(p)} have the same question id {qid!r}: each "
+                             "question must appear once (remove the duplicate from the eval set, or give the records "
+                             "distinct eval.question_id)")
         refs[qid] = p["eval"]
         preds[qid] = first_line(p["prediction"])
     scores = vqa_accuracy(preds, refs).to_dict()
@@ -50,18 +80,37 @@ def score_vqa(predictions: list[dict[str, Any]]) -> dict[str, Any]:
 
 def score_captions(predictions: list[dict[str, Any]], tokenizer: str = "ptb") -> dict[str, Any]:
     """pycocoevalcap's caption metrics (``captioning.caption_metrics``): corpus figures, ``per_image`` scores and
-    95% intervals over images for the metrics that are means of them (``interval_95``)."""
+    95% intervals over images for the metrics that are means of them (``interval_95``).
+
+    One prediction per image, keyed by ``eval.image_id`` (else the record id): pycocoevalcap scores exactly one
+    candidate caption per image (at salaniz/pycocoevalcap ad63453 its ``Bleu``, ``Meteor``, ``Rouge`` and ``Cider``
+    each assert ``len(res[id]) == 1``, and ``COCOEvalCap.evaluate`` passes every result of an image), with all its
+    references in one list.
+
+    Raises:
+        ValueError: a record without ``eval.captions``, or two records of one image (named), e.g. shards converted
+            with ``--captions-per-image all`` (one training sample per reference caption): convert the eval split
+            with the default, one sample per image holding every reference.
+    """
     refs, preds = {}, {}
+    seen: dict[str, dict[str, Any]] = {}
     empty = 0
     for p in predictions:
         key = p["eval"].get("image_id", p["id"])
         if not p["eval"].get("captions"):
-            raise ValueError(f"caption record {p['id']!r} has no eval.captions")
+            raise ValueError(f"caption record {_record(p)} has no eval.captions")
+        first = _first_by_key(seen, key, p)
+        if first is not None:
+            raise ValueError(
+                f"caption records {_record(first)} and {_record(p)} are both of image {key!r}: caption metrics "
+                "(pycocoevalcap) score one prediction per image against all its references. Convert the eval split "
+                "with one sample per image (data_prep/convert_coco_captions.py without --captions-per-image all), "
+                "or give distinct images distinct eval.image_id")
         refs[key] = p["eval"]["captions"]
         caption = first_line(p["prediction"])
         empty += not caption
         # an empty generation is a model failure, scored as a caption that matches nothing (and counted)
-        preds.setdefault(key, caption or "<empty>")
+        preds[key] = caption or "<empty>"
     scores = caption_metrics(preds, refs, tokenizer=tokenizer)
     scores["interval_95"] = caption_intervals(scores)
     scores["empty_predictions"] = empty
@@ -80,6 +129,9 @@ def evaluate(vlm: VisionLanguageModel, renderer: ChatRenderer, *, vqa: str | lis
     ``caption_tokenizer``: "ptb" (pycocoevalcap's Java PTBTokenizer) or "python" (its pure-Python twin).
     ``allow_partial``: score even when shard rows were lost or samples skipped (otherwise the first one raises
     ``PartialData``); ``scores["missing"]`` records what was missing either way, and ``limit`` (an explicit partial).
+    Skips include records generation cannot prompt (``no_prompt``: plain text; ``too_long``: a prompt over the
+    renderer's ``max_length``) and, for ``vision``, records without images (``no_image``).
+    Duplicate question or image ids raise ``ValueError`` naming both records (``score_vqa``, ``score_captions``).
     """
     if captions is not None:
         check_tokenizer_usable(caption_tokenizer)  # fail before generating, not after
@@ -94,14 +146,20 @@ def evaluate(vlm: VisionLanguageModel, renderer: ChatRenderer, *, vqa: str | lis
         budget = max_new_tokens[name] if isinstance(max_new_tokens, dict) else max_new_tokens
         preds = predict(vlm, renderer, resolve_shards(spec), batch_size, budget, skips, limit,
                         description=f"{name} generation", audit=audit)
+        if not preds:  # every row skipped or lost (allow_partial), or shards without rows: no figure to give
+            raise PartialData(f"no {name} sample left to score in {spec}; "
+                              + missing_line({**audit.summary(), "limit": limit}))
         scores[name] = scorer(preds)
         predictions += [{**p, "task": name} for p in preds]
     if probes:
         scores["text_probes"] = compare(vlm, probes, base_cache=base_cache, renderer=renderer)  # the eval format
     if vision is not None:
         pixels, labels = [], []
-        for record, image in read_eval_records(resolve_shards(vision), vlm.vision.image_transform, skips, audit):
-            if image is None:
+        for record, image, where in read_eval_records(resolve_shards(vision), vlm.vision.image_transform, skips,
+                                                      audit):
+            if image is None:  # counted: a vision probe over a set with text rows measured fewer images than it read
+                count_skip(SampleError("no_image", "a record without images: nothing for the vision probe", where),
+                           skips, audit)
                 continue
             pixels.append(image[:1])
             if vision_label_field:
@@ -165,10 +223,13 @@ def main(argv: list[str]) -> dict[str, Any]:
                         help="score even if shard rows were lost or samples skipped (refused otherwise); the scores "
                              "JSON and summary record how many were missing and why")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", help="output path without extension (default: <run>/eval/<checkpoint name>)")
+    parser.add_argument("--out", help="output path without extension: writes OUT.json and OUT.predictions.jsonl "
+                                      "(default: <run>/eval/<checkpoint name> for a run's checkpoint, else "
+                                      "eval/<name> beside the model directory; never inside it)")
     add_loading_flags(parser)
     args = parser.parse_args(argv)
     checkpoint = Path(args.checkpoint)
+    out = output_path(checkpoint, args.out)  # a bad --out fails before the model loads
     vlm = load_pretrained(checkpoint, **loading_options(args)).to(args.device)
     if vlm.input_format is None:  # written before the format was saved: the run's config.yaml, if there is one
         vlm.input_format = input_format_from_data_config(vlm, _run_config(checkpoint))
@@ -193,16 +254,42 @@ def main(argv: list[str]) -> dict[str, Any]:
                                             args.limit)
     meta = json.loads((checkpoint / "mmpeft_config.json").read_text()).get("extra", {})
     scores = {"checkpoint": str(checkpoint), "step": meta.get("global_step"), **scores}
-    out = Path(args.out) if args.out else (checkpoint.parent.parent / "eval" / checkpoint.name
-                                           if checkpoint.parent.name == "checkpoints" else checkpoint / "eval")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(scores, indent=2, default=str))
-    with open(out.with_suffix(".predictions.jsonl"), "w") as f:
-        for p in predictions:
-            f.write(json.dumps(p, default=str) + "\n")
+    scores_file, predictions_file = output_files(out)
+    write_text_atomic(predictions_file, "".join(json.dumps(p, default=str) + "\n" for p in predictions))
+    write_json_atomic(scores_file, scores, default=str)  # last: a scores file means its predictions are whole
     print(summary(scores))
-    print(f"wrote {out.with_suffix('.json')}")
+    print(f"wrote {scores_file} and {predictions_file}")
     return scores
+
+
+def output_path(checkpoint: Path, out: str | None) -> Path:
+    """Where ``mmpeft eval`` writes, without extension: ``--out`` as given, else ``<run>/eval/<checkpoint>`` for a
+    run's checkpoint (``<run>/checkpoints/last.ckpt`` -> ``<run>/eval/last``) and ``eval/<name>`` beside any other
+    model directory (``x/export`` -> ``x/eval/export``). Never inside the model directory: it is data, and what is
+    written there would travel with it."""
+    model = checkpoint.resolve()
+    name = model.name.removesuffix(".ckpt")
+    if out is not None:
+        path = Path(out)
+        if path.name in ("", ".", ".."):
+            raise SystemExit(f"mmpeft eval: --out {out!r} names no file; give a path without extension, e.g. "
+                             "eval/lr_0.5")
+        path = path.with_name(path.name.removesuffix(".json"))  # --out scores.json means scores.json
+    elif model.parent.name == "checkpoints":
+        path = model.parent.parent / "eval" / name
+    else:
+        path = model.parent / "eval" / name
+    if path.resolve().is_relative_to(model):
+        raise SystemExit(f"mmpeft eval: --out {out} is inside the model directory {checkpoint}; write the scores "
+                         "elsewhere (the default is eval/ beside it)")
+    return path
+
+
+def output_files(out: Path) -> tuple[Path, Path]:
+    """``(<out>.json, <out>.predictions.jsonl)``: the name is extended, never cut at a dot (``eval/lr_0.5`` ->
+    ``eval/lr_0.5.json``, not ``eval/lr_0.json``); the directory is created."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.with_name(out.name + ".json"), out.with_name(out.name + ".predictions.jsonl")
 
 
 def summary(scores: dict[str, Any]) -> str:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import renderer_for
-from mmpeft.data.schema import IMAGE_MARKER
+from mmpeft.data.schema import IMAGE_MARKER, SampleError
 from mmpeft.eval.probe_statistics import probe_intervals, rouge_l_to_base
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
@@ -252,8 +252,13 @@ class GenerationProbe(TextProbe):
         model's saved input format), or plain text when ``use_chat_template`` is False."""
         if self.use_chat_template and renderer is None:
             renderer = renderer_for(vlm)
-        prompts = [it["prompt"] for it in self.items]
-        return user_prompt_ids(vlm, prompts, renderer if self.use_chat_template else None)
+        ids = []
+        for i, item in enumerate(self.items):
+            try:
+                ids += user_prompt_ids(vlm, [item["prompt"]], renderer if self.use_chat_template else None)
+            except SampleError as e:  # a probe compares every item: one that cannot be asked is an error, not a skip
+                raise ValueError(f"probe {self.name!r}: {self.path} item {item.get('id', i)!r}: {e}") from None
+        return ids
 
     @staticmethod
     def prompts_digest(prompt_ids: list[list[int]]) -> str:

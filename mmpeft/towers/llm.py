@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
@@ -68,6 +69,9 @@ class LLMTower(nn.Module):
                 model = AutoModelForCausalLM.from_pretrained(
                     name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
                 )
+        except SafetensorError as e:  # a weights file cut short (an interrupted copy)
+            raise ValueError(f"A weights file of the LLM {name!r} is damaged ({e}): copy the model directory again "
+                             "from where it was written.") from e
         except OSError as e:
             if from_zoo:
                 from mmpeft.zoo import corrupt_entry_hint
