@@ -46,9 +46,7 @@ import json
 import logging
 import os
 import shutil
-import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +59,7 @@ from mmpeft.adapters.inject import (
     load_adapter_state_dict,
     merged_base_state_dict,
 )
+from mmpeft.atomic_directory import atomic_directory, recover_directory
 from mmpeft.base_paths import check_base_paths, relocate_bases
 from mmpeft.data.input_format import InputFormat, default_input_format
 from mmpeft.fingerprint import base_fingerprint, check_bases
@@ -74,34 +73,6 @@ TRAINABLE_FILE = "trainable.safetensors"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 # PeftModel keys its weights under this prefix; functional injection into a bare model does not.
 PEFT_PREFIX = "base_model.model."
-
-
-@contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
-
-    A crash mid-write leaves the previous ``path`` untouched (plus a ``.tmp`` sibling to delete).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def trainable_state(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
@@ -181,7 +152,7 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
     Raises:
         FileNotFoundError / ValueError naming the file, the key and the fix.
     """
-    directory = Path(os.path.abspath(directory))
+    directory = recover_directory(Path(os.path.abspath(directory)))
     config_path = directory / CONFIG_FILE
     saved = read_model_config(directory)
     if vlm is None:

@@ -34,7 +34,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.callbacks.run_logger import RunConfigSaver, RunCSVLogger
 from mmpeft.data.datamodule import VLDataModule, check_data_options
-from mmpeft.module import LearningRates, VLMModule, check_optimizer_options
+from mmpeft.module import VLMModule
+from mmpeft.optimization import LearningRates, check_optimizer_options
 
 EXTRA_COMMANDS = ("fisher", "eval", "report", "demo", "export", "tiny-towers", "quickstart")
 

@@ -14,9 +14,7 @@ Checkpoints hold trainable state only (plus optimizer, schedule, loop state, RNG
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,50 +28,13 @@ from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
+from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LearningRates:
-    """Peak learning rate per parameter group.
-
-    Attributes:
-        projector: the projector.
-        vision: vision-tower adapters (or the tower when fully trained).
-        llm: LLM adapters (or the LLM when fully trained).
-        soft_prompt: the soft prompt.
-    """
-
-    projector: float = 1e-3
-    vision: float = 2e-4
-    llm: float = 2e-4
-    soft_prompt: float = 3e-3
-
-    def __post_init__(self) -> None:
-        for name in ("projector", "vision", "llm", "soft_prompt"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"model.lr.{name}={value!r}: a learning rate must be a finite number >= 0 "
-                                 "(0 keeps that group's weights where they start)")
-
-
-def check_optimizer_options(weight_decay: float, betas: tuple[float, float], warmup_steps: int,
-                            min_lr_ratio: float) -> None:
-    """Raise naming the ``model.*`` option whose value AdamW or the schedule cannot use (run before towers load)."""
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise ValueError(f"model.weight_decay={weight_decay}: must be >= 0")
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ValueError(f"model.betas={list(betas)}: two values in [0, 1), e.g. [0.9, 0.999]")
-    if warmup_steps < 0:
-        raise ValueError(f"model.warmup_steps={warmup_steps}: must be >= 0")
-    if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"model.min_lr_ratio={min_lr_ratio}: must be in [0, 1] (the floor of the cosine schedule "
-                         "as a share of the peak)")
 
 
 class VLMModule(L.LightningModule):
@@ -293,16 +254,30 @@ class VLMModule(L.LightningModule):
         return rows, ref.hidden_states
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                       pixel_values=batch.get("pixel_values"))
-        if out.num_supervised:
-            self.log("val/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
         out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                        pixel_values=batch.get("pixel_values"))
         if out.num_supervised:
-            self.log("test/loss", out.loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+            self.log(f"{stage}/loss", out.loss, prog_bar=stage == "val", batch_size=batch["input_ids"].shape[0],
+                     sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval_data("val", self.trainer.val_dataloaders)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_data("test", self.trainer.test_dataloaders)
+
+    def _log_eval_data(self, stage: str, loaders: Any) -> None:
+        """``<stage>/data/*``: the pass's ``EpochStats.metrics``, summed over ranks (a partial pass gets here only with
+        ``data.allow_partial_eval``; else its loader raised ``PartialData``)."""
+        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
+            for key, value in (loader.finish_eval_pass() if hasattr(loader, "finish_eval_pass") else {}).items():
+                self.log(f"{stage}/data/{key}", float(value), reduce_fx="sum", sync_dist=self._distributed)
 
     # ------------------------------------------------------------------ optimisation
 
@@ -333,16 +308,8 @@ class VLMModule(L.LightningModule):
         # one fused kernel for all trainable tensors when they live on a GPU (LoRA at r=128 is ~300M values)
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, betas=self.betas, fused=fused or None)
-        total = self.trainer.max_steps
-        warmup, floor = self.warmup_steps, self.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        total, warmup, floor = self.trainer.max_steps, self.warmup_steps, self.min_lr_ratio
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, floor))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # ------------------------------------------------------------------ checkpoints

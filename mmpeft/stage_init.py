@@ -8,6 +8,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from mmpeft.atomic_directory import recover_directory
 from mmpeft.checkpoint import CONFIG_FILE, TRAINABLE_FILE, load_adapter_files, read_model_config
 from mmpeft.fingerprint import check_bases
 from mmpeft.vlm import VisionLanguageModel
@@ -30,7 +31,7 @@ def init_from_checkpoint(vlm: VisionLanguageModel, directory: str, allow_base_mi
     Raises:
         FileNotFoundError / ValueError naming ``model.init_from``, the file, the tower and the fix.
     """
-    path = Path(directory)
+    path = recover_directory(Path(directory))  # a checkpoint left mid-swap by a crash reads as its previous version
     file = path / TRAINABLE_FILE
     if not file.is_file():
         raise FileNotFoundError(f"model.init_from={directory}: {file} not found (give a checkpoint directory)")

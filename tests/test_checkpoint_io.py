@@ -1,4 +1,6 @@
 import json
+import multiprocessing
+import os
 
 import pytest
 import torch
@@ -6,8 +8,9 @@ from conftest import build_vlm
 
 import mmpeft.callbacks.checkpoint_io as checkpoint_io
 from mmpeft.adapters import AdapterSpec
+from mmpeft.atomic_directory import recover_directory
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
-from mmpeft.checkpoint import load_pretrained
+from mmpeft.checkpoint import load_pretrained, save_trainable
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
 
@@ -71,3 +74,101 @@ def test_training_checkpoint_is_a_model_directory_with_format_and_fingerprints(t
     assert loaded.input_format == vlm.input_format
     record = [{"role": "user", "content": "<image>\nWhat is it?"}]
     assert renderer_for(loaded).render_prompt(record) == renderer.render_prompt(record)
+
+
+def names(directory):
+    return sorted(p.name.rsplit("-", 1)[0] if ".ckpt." in p.name else p.name for p in directory.iterdir())
+
+
+def rename_failing_at_swap(fail):
+    """``os.rename`` that calls ``fail()`` instead of the second rename of a swap (``.tmp-`` -> the target)."""
+    real = os.rename
+
+    def rename(src, dst):
+        if ".tmp-" in os.fspath(src):
+            return fail(src, dst, real)
+        return real(src, dst)
+
+    return rename
+
+
+def _crash_between_renames(path, step):
+    """Child process: the save dies (no handler runs) right after the previous checkpoint was moved aside."""
+    os.rename = rename_failing_at_swap(lambda src, dst, real: os._exit(17))
+    SafetensorsCheckpointIO().save_checkpoint(sample_checkpoint(step), path)
+    os._exit(0)
+
+
+def test_crash_between_the_renames_leaves_the_checkpoint_readable(tmp_path):
+    io = SafetensorsCheckpointIO()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint(sample_checkpoint(1), last)
+    child = multiprocessing.get_context("fork").Process(target=_crash_between_renames, args=(last, 2))
+    child.start()
+    child.join()
+    assert child.exitcode == 17, "the child died between the renames"
+    assert names(tmp_path) == [".last.ckpt.old", ".last.ckpt.tmp"], "on disk: last.ckpt is gone, moved aside"
+    assert io.load_checkpoint(last)["global_step"] == 1, "the reader restores the previous checkpoint"
+    assert names(tmp_path) == [".last.ckpt.tmp", "last.ckpt"], "a reader never deletes (the .tmp may be live)"
+    io.save_checkpoint(sample_checkpoint(3), last)
+    assert names(tmp_path) == ["last.ckpt"] and io.load_checkpoint(last)["global_step"] == 3, "the writer cleans"
+
+
+def test_exception_between_the_renames_puts_the_previous_checkpoint_back(tmp_path, monkeypatch):
+    io = SafetensorsCheckpointIO()
+    io.save_checkpoint(sample_checkpoint(1), tmp_path / "last.ckpt")
+
+    def interrupted(src, dst, real):
+        raise KeyboardInterrupt("interrupted between the renames")
+
+    monkeypatch.setattr(os, "rename", rename_failing_at_swap(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint(sample_checkpoint(2), tmp_path / "last.ckpt")
+    monkeypatch.undo()
+    assert names(tmp_path) == ["last.ckpt"] and io.load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 1
+
+
+def test_a_reader_restoring_during_a_live_swap_does_not_break_the_write(tmp_path, monkeypatch):
+    io = SafetensorsCheckpointIO()
+    last = tmp_path / "last.ckpt"
+    io.save_checkpoint(sample_checkpoint(1), last)
+
+    readers = []
+
+    def reader_first(src, dst, real):  # once, a reader's load runs in the writer's window between its renames
+        if not readers:
+            readers.append(recover_directory(last))
+            assert last.exists(), "the reader put the previous version back"
+        return real(src, dst)  # fails the first time (the target is back): the writer moves it aside again
+
+    monkeypatch.setattr(os, "rename", rename_failing_at_swap(reader_first))
+    io.save_checkpoint(sample_checkpoint(2), last)
+    monkeypatch.undo()
+    assert readers == [last]
+    assert names(tmp_path) == ["last.ckpt"] and io.load_checkpoint(last)["global_step"] == 2
+
+
+def test_readers_that_cannot_restore_read_the_previous_version_and_never_guess(tmp_path, monkeypatch):
+    io = SafetensorsCheckpointIO()
+    io.save_checkpoint(sample_checkpoint(1), tmp_path / ".last.ckpt.old-0123abcd")  # the state a crash leaves
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", read_only)
+    assert io.load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 1
+    monkeypatch.undo()
+    assert not (tmp_path / "last.ckpt").exists()
+    io.save_checkpoint(sample_checkpoint(2), tmp_path / ".last.ckpt.old-4567cdef")
+    with pytest.raises(FileNotFoundError, match=r"last.ckpt is missing and 2 earlier versions .*old-0123abcd, "
+                                                r"\.last\.ckpt\.old-4567cdef.*rename the complete one to last.ckpt"):
+        io.load_checkpoint(tmp_path / "last.ckpt")
+
+
+def test_load_pretrained_restores_a_model_directory_left_aside(tiny, tmp_path):
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False))
+    save_trainable(vlm, tmp_path / ".model.old-89abcdef")  # a save of tmp_path / "model" killed between renames
+    loaded = load_pretrained(tmp_path / "model")
+    assert names(tmp_path) == ["model"]
+    for key, value in vlm.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key

@@ -7,11 +7,12 @@ import pytest
 import torch
 from lightning_helpers import SimulatedKill
 from safetensors.torch import load_file
-from shard_damage import damage, text_sample, write_dir
+from shard_damage import damage, image_sample, text_sample, write_dir
 from test_loader import bounded
 
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.cli import cli_main
+from mmpeft.data.integrity import PartialData
 from mmpeft.data.pipeline import NoUsableRows
 from mmpeft.tiny import save_tiny_towers
 
@@ -112,7 +113,7 @@ def test_stage2_initialises_from_stage1_projector(towers, tmp_path, caplog):
     stage1 = tmp_path / "stage1"
     cli_main(fit_args(towers, stage1, "--config", "configs/peft/projector_only.yaml", "--trainer.max_steps=2"))
     projector = load_file(stage1 / "checkpoints" / "last.ckpt" / "trainable.safetensors")
-    with caplog.at_level(logging.INFO, logger="mmpeft.module"):
+    with caplog.at_level(logging.INFO, logger="mmpeft.stage_init"):  # init_from moved there from module.py
         cli = cli_main(fit_args(towers, tmp_path / "stage2", "--config", "configs/peft/lora_both.yaml",
                                 f"--model.init_from={stage1 / 'checkpoints' / 'last.ckpt'}",
                                 "--trainer.max_steps=0", command="validate"))
@@ -194,9 +195,10 @@ def test_fit_logs_lost_rows_per_epoch(towers, tmp_path):
     cli_main(fit_args(towers, run, "--config", "configs/peft/projector_only.yaml", f"--data.train_shards={train}",
                       "--trainer.max_steps=9", "--trainer.limit_val_batches=0"))  # 60 rows: 8 batches an epoch
     logged = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("data/lost")]
-    assert len(logged) == 1, "one row per completed epoch (epoch 1 is stopped by max_steps)"
+    assert len(logged) == 2, "one row per completed epoch, then the partial epoch 1 (stopped by max_steps) at the end"
     assert float(logged[0]["data/lost"]) == 4 and float(logged[0]["data/lost_truncated_shard"]) == 4
     assert float(logged[0]["data/rows"]) == 60 and float(logged[0]["data/skipped"]) == 0
+    assert int(logged[1]["step"]) == 9 and float(logged[1]["data/rows"]) >= 8  # the one batch of epoch 1 (+ prefetch)
 
 
 def test_fit_stops_at_once_when_no_row_is_usable(towers, tmp_path):
@@ -208,3 +210,43 @@ def test_fit_stops_at_once_when_no_row_is_usable(towers, tmp_path):
         cli_main(fit_args(towers, tmp_path / "run", "--config", "configs/peft/projector_only.yaml",
                           f"--data.text_shards={tmp_path / 'long_text'}", "--data.text_ratio=0.5",
                           "--data.max_length=64", "--data.num_workers=2", "--trainer.max_steps=3"))
+
+
+def damaged_eval_set(directory):
+    """12 rows in 3 shards: 000009 over-long at max_length 128 (skipped), shard 0 cut before 000002 (2 rows lost)."""
+    urls = write_dir(directory, 12, 4, lambda i: image_sample(i, words=300 if i == 9 else 0))
+    damage(urls[0], "cut_at_boundary", "000002")
+    return urls
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "fit"])
+def test_evaluation_refuses_a_partial_set(towers, tmp_path, command):
+    urls = damaged_eval_set(tmp_path / "eval")
+    stage = "test" if command == "test" else "val"
+    extra = ["--trainer.max_steps=1", "--trainer.val_check_interval=1"] if command == "fit" else []
+    with pytest.raises(PartialData) as raised:
+        cli_main(fit_args(towers, tmp_path / "run", "--config", "configs/peft/projector_only.yaml",
+                          f"--data.{stage}_shards={tmp_path / 'eval'}", "--data.max_length=128", *extra,
+                          command=command))
+    message = str(raised.value)
+    assert message.startswith(f"refusing to score a partial {stage} set (epoch 0, 9 rows read): 1 sample(s) "
+                              "skipped, 2 row(s) lost")
+    assert f"{urls[0]} (truncated_shard: 2 rows lost); {urls[2]} (1 of 4 samples skipped)" in message
+    assert "--data.allow_partial_eval=true" in message
+    if command == "fit":
+        assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists(), "the run stopped at the validation"
+
+
+def test_validate_scores_a_partial_set_when_allowed_and_logs_its_counts(towers, tmp_path, caplog):
+    damaged_eval_set(tmp_path / "eval")
+    common = ("--config", "configs/peft/projector_only.yaml", "--data.max_length=128")
+    with caplog.at_level(logging.WARNING, logger="mmpeft.data.loader"):
+        cli_main(fit_args(towers, tmp_path / "partial", *common, f"--data.val_shards={tmp_path / 'eval'}",
+                          "--data.allow_partial_eval=true", command="validate"))
+    assert "val data is partial (1 sample(s) skipped, 2 row(s) lost), scored anyway as allowed: 9 rows" in caplog.text
+    cli_main(fit_args(towers, tmp_path / "clean", *common, command="validate"))  # the tiny val shards are whole
+    for run, rows, skipped, lost in (("partial", 9, 1, 2), ("clean", 16, 0, 0)):
+        logged = [r for r in csv.DictReader(open(tmp_path / run / "metrics.csv")) if r.get("val/data/rows")]
+        assert len(logged) == 1 and logged[0]["val/loss"], run
+        assert [float(logged[0][f"val/data/{k}"]) for k in ("rows", "skipped", "lost", "lost_truncated_shard")] == \
+            [rows, skipped, lost, lost], run

@@ -15,7 +15,7 @@ from shard_damage import damage, image_sample, text_sample, write_dir
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.collate import Collator, batch_rows
 from mmpeft.data.datamodule import VLDataModule
-from mmpeft.data.integrity import ShardDamaged
+from mmpeft.data.integrity import PartialData, ShardDamaged
 from mmpeft.data.loader import VLLoader, VLStream
 from mmpeft.data.mixing import ReplayMixer
 from mmpeft.data.pipeline import NoUsableRows, Placement, SampleProcessor, ShardRows, SkipCounts
@@ -306,3 +306,61 @@ def test_too_few_shards_for_the_readers_is_a_clear_error(tmp_path, processor):
     rows = ShardRows(write_image_shards(tmp_path / "img", n_shards=1), proc, SkipCounts())
     with pytest.raises(ValueError, match=r"1 shard\(s\) cannot feed 2 rank\(s\) x 1 worker\(s\)"):
         list(rows(Placement(rank=0, world_size=2)))
+
+
+def partial_eval_set(directory, long_key=5):
+    """8 rows in 2 manifest-checked shards: sample ``long_key`` over-long at max_length 128 (skipped: too_long),
+    shard 0 cut before 000002 (000002-000003 lost: truncated_shard). 5 rows remain."""
+    urls = write_dir(directory, 8, 4, lambda i: image_sample(i, words=300 if i == long_key else 0))
+    damage(urls[0], "cut_at_boundary", "000002")
+    return urls
+
+
+def eval_data(processor, shards, **kw):
+    proc, tok = processor
+    data = VLDataModule(val_shards=shards, test_shards=shards, max_length=128, batch_size=4, eval_batch_size=2,
+                        num_workers=0, **kw)
+    data.connect(tok, proc.image_transform, "<image>", 4)
+    return data
+
+
+def test_val_and_test_passes_refuse_a_partial_set_unless_allowed(tmp_path, processor, caplog):
+    urls = partial_eval_set(tmp_path / "val")
+    data = eval_data(processor, str(tmp_path / "val"))
+    for name, loader in (("val", data.val_dataloader()), ("test", data.test_dataloader())):
+        with pytest.raises(PartialData) as raised:
+            list(loader)
+        message = str(raised.value)
+        assert message.startswith(f"refusing to score a partial {name} set (epoch 0, 5 rows read): 1 sample(s) "
+                                  "skipped, 2 row(s) lost")
+        assert f"{urls[0]} (truncated_shard: 2 rows lost); {urls[1]} (1 of 4 samples skipped)" in message
+        assert "skipped: too_long: 1" in message and "raise data.max_length" in message
+        assert "re-run its data_prep converter" in message, "the fix for the lost rows"
+        assert f"data.allow_partial_eval=true (--data.allow_partial_eval=true): the counts are then logged as " \
+               f"{name}/data/skipped" in message
+    allowed = eval_data(processor, str(tmp_path / "val"), allow_partial_eval=True).val_dataloader()
+    with caplog.at_level(logging.WARNING, logger="mmpeft.data.loader"):
+        ids = [i for b in allowed for i in b["id"]]
+    assert sorted(ids) == ["colour-0", "colour-1", "colour-4", "colour-6", "colour-7"]
+    assert "val data is partial (1 sample(s) skipped, 2 row(s) lost), scored anyway as allowed: 5 rows" in caplog.text
+    metrics = allowed.finish_eval_pass()
+    assert (metrics["rows"], metrics["skipped"], metrics["lost"], metrics["lost_truncated_shard"]) == (5, 1, 2, 2)
+
+
+def test_a_pass_cut_short_is_judged_on_what_it_read(tmp_path, processor):
+    urls = partial_eval_set(tmp_path / "val", long_key=1)  # shard 0 (read through by the first batch) skips one
+    loader = eval_data(processor, str(tmp_path / "val")).val_dataloader()
+    next(iter(loader))  # limit_val_batches=1, or the sanity check: the pass stops here
+    with pytest.raises(PartialData, match=r"partial val set \(epoch 0, 2 rows read before the pass was cut short\): "
+                                          r"1 sample\(s\) skipped, 2 row\(s\) lost") as raised:
+        loader.finish_eval_pass()
+    assert urls[1] not in str(raised.value), "a shard not read yet is not judged"
+    clean = eval_data(processor, write_dir(tmp_path / "clean", 6, 3)).val_dataloader()
+    assert clean.finish_eval_pass() == {}, "no pass yet"
+    next(iter(clean))
+    assert clean.finish_eval_pass()["skipped"] == 0
+
+
+def test_allow_partial_eval_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"data.allow_partial_eval='yes': must be true or false"):
+        VLDataModule(val_shards="x", allow_partial_eval="yes")

@@ -8,8 +8,8 @@ Layout of ``step=000100.ckpt/``::
                               the model files of ``mmpeft.checkpoint`` (so ``load_pretrained`` / ``mmpeft export``
                               read any training checkpoint directly, and peft reads ``llm_adapter/``)
 
-A process killed while saving leaves the previous checkpoint (or nothing) in place: the directory appears by one
-rename once complete. Loading reads JSON and safetensors only.
+A process killed while saving leaves the previous checkpoint (or nothing) in place, as ``load_checkpoint`` reads it:
+see ``mmpeft.atomic_directory`` for the exact guarantee. Loading reads JSON and safetensors only.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import torch
 from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors.torch import load_file, save_file
 
-from mmpeft.checkpoint import atomic_directory, write_trainable
+from mmpeft.atomic_directory import atomic_directory, recover_directory
+from mmpeft.checkpoint import write_trainable
 
 STATE_JSON = "lightning.json"
 STATE_TENSORS = "lightning.safetensors"
@@ -88,7 +89,7 @@ class SafetensorsCheckpointIO(CheckpointIO):
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
-        path = Path(path)
+        path = recover_directory(path)  # a save killed between its two renames: the previous checkpoint
         if not (path / STATE_JSON).is_file():
             raise FileNotFoundError(f"{path} is not an mmpeft training checkpoint (no {STATE_JSON} inside)")
         tensors = load_file(path / STATE_TENSORS)

@@ -44,8 +44,11 @@ def resolve_shards(spec: str | list[str] | None) -> list[str] | None:
 
 def check_data_options(*, text_ratio: float, text_shards: Any, batch_size: int, eval_batch_size: int | None,
                        num_workers: int, max_length: int, shuffle_buffer: int, bucket_window: int, resampled: bool,
-                       rows_per_epoch: int | None) -> None:
+                       rows_per_epoch: int | None, allow_partial_eval: bool = False) -> None:
     """Raise naming the ``data.*`` option that cannot work; cheap, so the CLI runs it before any tower loads."""
+    if not isinstance(allow_partial_eval, bool):
+        raise ValueError(f"data.allow_partial_eval={allow_partial_eval!r}: must be true or false (whether val / test "
+                         "passes that skipped or lost rows are scored)")
     if isinstance(text_ratio, bool) or not 0.0 <= text_ratio < 1.0:
         raise ValueError(f"data.text_ratio={text_ratio!r}: the share of text-only replay rows must be in [0, 1) "
                          "(image rows carry the task loss, so at least some must remain)")
@@ -83,6 +86,9 @@ class VLDataModule(L.LightningDataModule):
         resampled: draw training shards with replacement (multi-epoch streams); needs ``rows_per_epoch``.
         rows_per_epoch: rows per rank and epoch (with ``resampled``).
         strict: fail on the first bad sample instead of skipping and counting it.
+        allow_partial_eval: score val / test passes that skipped samples or lost shard rows (a warning names the
+            shards; the counts are logged as ``val/data/*`` / ``test/data/*``). False: such a pass raises
+            ``PartialData`` at its end, naming the shards, reasons and counts (evaluation refuses a partial set).
         seed: data order seed (shard order, shuffle buffers, mixing).
     """
 
@@ -105,13 +111,14 @@ class VLDataModule(L.LightningDataModule):
         resampled: bool = False,
         rows_per_epoch: int | None = None,
         strict: bool = False,
+        allow_partial_eval: bool = False,
         seed: int = 0,
     ):
         super().__init__()
         check_data_options(text_ratio=text_ratio, text_shards=text_shards, batch_size=batch_size,
                            eval_batch_size=eval_batch_size, num_workers=num_workers, max_length=max_length,
                            shuffle_buffer=shuffle_buffer, bucket_window=bucket_window, resampled=resampled,
-                           rows_per_epoch=rows_per_epoch)
+                           rows_per_epoch=rows_per_epoch, allow_partial_eval=allow_partial_eval)
         self.train_shards = train_shards
         self.text_shards = text_shards
         self.val_shards = val_shards
@@ -129,6 +136,7 @@ class VLDataModule(L.LightningDataModule):
         self.resampled = resampled
         self.rows_per_epoch = rows_per_epoch
         self.strict = strict
+        self.allow_partial_eval = allow_partial_eval
         self.seed = seed
         self.processor: SampleProcessor | None = None
         self._train_loader: VLLoader | None = None
@@ -179,23 +187,28 @@ class VLDataModule(L.LightningDataModule):
         self._train_loader = VLLoader(stream, skips, num_workers=self.num_workers, name="train")
         return self._train_loader
 
-    def _eval_loader(self, spec, name: str) -> VLLoader | list:
+    def _eval_loader(self, spec, name: str, scored: bool = True) -> VLLoader | list:
+        """The shards read once in order. ``scored``: a val / test set, held to ``allow_partial_eval``."""
         self._require_connected()
         if spec is None:
             return []
         skips = SkipCounts(max_workers=max(self.num_workers, 1))
         stream = VLStream(self._rows(spec, skips, shuffle=False), None, 0.0, self.eval_batch_size,
                           Collator(self.pad_token_id), seed=self.seed)
-        return VLLoader(stream, skips, num_workers=min(self.num_workers, len(resolve_shards(spec))), name=name)
+        return VLLoader(stream, skips, num_workers=min(self.num_workers, len(resolve_shards(spec))), name=name,
+                        allow_partial=self.allow_partial_eval if scored else None,
+                        allow_hint="data.allow_partial_eval=true (--data.allow_partial_eval=true)")
 
     def text_dataloader(self) -> VLLoader:
-        """The text-only shards read once in order (Fisher estimation, probes)."""
+        """The text-only shards read once in order (Fisher estimation, probes): losses counted and reported."""
         if self.text_shards is None:
             raise ValueError("data.text_shards is not set")
-        return self._eval_loader(self.text_shards, "text")
+        return self._eval_loader(self.text_shards, "text", scored=False)
 
     def val_dataloader(self):
+        """Validation shards; a pass that skipped or lost rows raises ``PartialData`` unless allow_partial_eval."""
         return self._eval_loader(self.val_shards, "val")
 
     def test_dataloader(self):
+        """Test shards; a pass that skipped or lost rows raises ``PartialData`` unless allow_partial_eval."""
         return self._eval_loader(self.test_shards, "test")

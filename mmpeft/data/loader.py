@@ -6,7 +6,9 @@ epoch, and after every pass reports what was seen: rows, the realised text-only 
 per source, skipped samples by reason, and rows lost from damaged shards (by shard and reason, against the
 manifests). A pass that gives no batch, or a stream that gives no row, raises ``NoUsableRows`` naming the shards,
 the reasons and the fix: training on nothing would otherwise repeat empty epochs (or draw resampled shards)
-forever.
+forever. An evaluation loader (``allow_partial`` not None: val / test) judges every pass by mmpeft's rule for sets
+that must be whole: a pass that skipped or lost rows raises ``PartialData`` at its end unless partial sets are
+allowed, and then warns.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmpeft.data.collate import Collator, batch_rows
-from mmpeft.data.integrity import LOST_REASONS, describe_losses
+from mmpeft.data.integrity import LOST_REASONS, PartialData, describe_losses
 from mmpeft.data.mixing import ReplayMixer
 from mmpeft.data.pipeline import NoUsableRows, Placement, ShardRows, SkipCounts
 
@@ -121,6 +123,11 @@ class EpochStats:
     def lost_rows(self) -> int:
         return sum(n for per in self.lost.values() for n in per.values())
 
+    @property
+    def partial(self) -> bool:
+        """Whether any sample was skipped or any row lost (counted, or unknown in a shard without a manifest)."""
+        return bool(sum(self.skipped.values()) or self.lost_rows or self.damaged)
+
     def metrics(self) -> dict[str, float]:
         """Per-epoch numbers to log; the same keys every epoch and rank (``lost_<reason>`` for every reason)."""
         by_reason = Counter()
@@ -138,15 +145,22 @@ class VLLoader:
         skips: the shared skip counts its shard readers write.
         num_workers: DataLoader worker processes.
         name: used in the end-of-epoch report (``train``, ``val``, ...).
+        allow_partial: None: a stream that may lose rows (training, Fisher, probes): counted and reported only.
+            False: an evaluation set that must be whole: a pass that skipped a sample or lost a row raises
+            ``PartialData`` at its end. True: such a pass is scored, with a warning.
+        allow_hint: how the user allows a partial set, for the ``PartialData`` message.
     """
 
     def __init__(self, stream: VLStream, skips: SkipCounts, num_workers: int = 0, name: str = "train",
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, allow_partial: bool | None = None,
+                 allow_hint: str = "allow_partial=True"):
         self.stream = stream
         self.skips = skips
         self.num_workers = num_workers
         self.name = name
         self.pin_memory = pin_memory
+        self.allow_partial = allow_partial
+        self.allow_hint = allow_hint
         self.epoch = 0
         self.skip_batches = 0
         self.history: list[EpochStats] = []
@@ -214,6 +228,7 @@ class VLLoader:
         self.history.append(stats)
         self.epoch += 1
         log.log(logging.WARNING if stats.lost or stats.damaged else logging.INFO, "%s", self.report(stats))
+        self.judge(stats)
         if stats.batches == 0 or any(self._gave_nothing(rows, read_through=True) for rows in self._readers()):
             raise NoUsableRows(self.nothing_usable(stats))
 
@@ -225,6 +240,62 @@ class VLLoader:
             return None
         self._collect(self.current)
         return self.current
+
+    def finish_eval_pass(self) -> dict[str, float]:
+        """``EpochStats.metrics()`` of the latest pass, for the evaluation loop's end (empty before any pass).
+
+        A pass read to its end was judged as it ended; one cut short (``limit_val_batches``, the sanity check) is
+        judged here on what it read: skipped samples so far, rows lost in the shards it read through.
+        """
+        cut = self.partial_stats()
+        if cut is not None:
+            self.judge(cut, cut_short=True)
+        return {} if self.current is None else self.current.metrics()
+
+    def judge(self, stats: EpochStats, cut_short: bool = False) -> None:
+        """The rule for evaluation sets: nothing for a training loader (``allow_partial`` None) or a whole pass;
+        else raise ``PartialData`` (not allowed) or warn (allowed)."""
+        if self.allow_partial is None or not stats.partial:
+            return
+        if not self.allow_partial:
+            raise PartialData(self.partial_message(stats, cut_short))
+        log.warning("%s data is partial (%s), scored anyway as allowed: %s rows read, %s; logged as %s/data/*",
+                    self.name, self._counts(stats), stats.rows, self._shards_hit(stats) or "no shard named",
+                    self.name)
+
+    def partial_message(self, stats: EpochStats, cut_short: bool = False) -> str:
+        """The ``PartialData`` error: loader, shards, reasons and counts, the fix for each reason, and the option
+        that allows a partial set."""
+        reasons = {*stats.skipped, *(r for per in stats.lost.values() for r in per), *stats.damaged.values()}
+        fixes = sorted({FIXES.get(r, _DEFAULT_FIX) for r in reasons})
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items())) or "none"
+        read = f"{stats.rows} rows read{' before the pass was cut short' if cut_short else ''}"
+        return (f"refusing to score a partial {self.name} set (epoch {stats.epoch}, {read}): {self._counts(stats)}."
+                f"\n  shards: {self._shards_hit(stats) or 'none named (see the skip warnings above)'}"
+                f"\n  skipped: {skipped}\n  lost: {describe_losses(stats.lost, stats.damaged)}"
+                f"\n  fix: " + "\n       ".join(fixes)
+                + f"\n  or score what remains with {self.allow_hint}: the counts are then logged as "
+                  f"{self.name}/data/skipped, {self.name}/data/lost, ... and a warning names the shards")
+
+    @staticmethod
+    def _counts(stats: EpochStats) -> str:
+        unknown = f", rows lost unknown in {len(stats.damaged)} shard(s)" if stats.damaged else ""
+        return f"{sum(stats.skipped.values())} sample(s) skipped, {stats.lost_rows} row(s) lost{unknown}"
+
+    def _shards_hit(self, stats: EpochStats, limit: int = 5) -> str:
+        """``a.tar (2 of 8 samples skipped; truncated_shard: 4 rows lost); ...`` for the shards that skipped or lost
+        rows (skips per shard from its complete reads)."""
+        hit = []
+        for rows in self._readers():
+            reads = self.skips.shard_reads(rows.first_shard, len(rows.urls)).tolist()
+            for url, (n, samples, given) in zip(rows.urls, reads):
+                parts = [f"{samples - given} of {samples} samples skipped"] if n and samples > given else []
+                parts += [f"{r}: {k} rows lost" for r, k in sorted(stats.lost.get(url, {}).items())]
+                if url in stats.damaged:
+                    parts.append(f"{stats.damaged[url]}: rows lost unknown (no manifest count)")
+                if parts:
+                    hit.append(f"{url} ({'; '.join(parts)})")
+        return "; ".join(hit[:limit]) + (f"; and {len(hit) - limit} more" if len(hit) > limit else "")
 
     def _collect(self, stats: EpochStats) -> None:
         stats.skipped = self.skips.totals()
