@@ -179,10 +179,12 @@ class DemoReport:
         const = self.baseline["captions"]
         const_iv = caption_intervals(const)
         arms = list(self.arms)
-        lines = ["## Captions (test split)", "", "pycocoevalcap metrics after its PTB tokenisation "
-                 f"(`{next(iter(self.arms.values()))[0]['scores']['captions']['tokenizer']}`). CIDEr (pycocoevalcap's "
-                 "CIDEr-D) and ROUGE_L are means over images and get intervals; Bleu_4 and METEOR are corpus "
-                 "statistics and get none.", "",
+        tokenizer = next(iter(self.arms.values()))[0]["scores"]["captions"]["tokenizer"]
+        intervals = ("CIDEr (pycocoevalcap's CIDEr-D) and ROUGE_L are means over images and get intervals over "
+                     "images; Bleu_4 and METEOR are corpus statistics and get none." if self.seeds == 1 else
+                     "Intervals over seeds for every metric; the constant caption's (CIDEr, ROUGE_L) over images.")
+        lines = ["## Captions (test split)", "",
+                 f"pycocoevalcap metrics after its PTB tokenisation (`{tokenizer}`). {intervals}", "",
                  "| metric | constant caption | " + " | ".join(arms) + " |", "| --- | --- |" + " --- |" * len(arms)]
         for metric, digits in (("CIDEr", 3), ("ROUGE_L", 3), ("Bleu_4", 3), ("METEOR", 3)):
             cells = []
