@@ -210,6 +210,21 @@ def test_adapter_spec_from_dict_accepts_only_its_fields():
         AdapterSpec.from_dict(["lora"], "spec")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("r", 10**9, r"spec.r = 1000000000 is outside \[0, 16384\]"),
+    ("targets", "(a+)+$", r"spec.targets = '\(a\+\)\+\$': a pattern from a file must be"),
+    ("targets", "(.*)*x", r"no quantified group that holds a quantifier"),
+    ("targets", "x" * 1001, r"at most 1000 characters"),
+    ("ia3_feedforward", "(unclosed", r"spec.ia3_feedforward = '\(unclosed' is not a regular expression"),
+])
+def test_adapter_spec_from_a_file_is_bounded(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        AdapterSpec.from_dict({"method": "lora", field: value}, "spec")
+    # ordinary saved patterns, the defaults included, still load
+    for pattern in (r"layers\.(2[0-9])\..*(q|v)_proj$", AdapterSpec().ia3_feedforward, r".*blocks\.(10|11)\.attn\.qkv"):
+        assert AdapterSpec.from_dict({"method": "lora", "targets": pattern}).targets == pattern
+
+
 def test_user_classes_load_only_when_allowed(tiny, tmp_path):
     vlm = build_vlm(tiny, projector=TaggedProjector)
     save_trainable(vlm, tmp_path / "ckpt")

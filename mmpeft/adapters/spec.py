@@ -7,11 +7,15 @@ sensible choice for any tower.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 Method = Literal["frozen", "lora", "dora", "ia3", "loha", "lokr", "full"]
 PEFT_METHODS = ("lora", "dora", "ia3", "loha", "lokr")
+MAX_FILE_RANK = 16384  # ranks and patterns read from a saved file are bounded (``AdapterSpec.from_dict``)
+MAX_FILE_PATTERN = 1000
+_NESTED_QUANTIFIER = re.compile(r"\([^()]*[*+}][^()]*\)\s*[*+{]")  # a group with a quantifier, itself quantified
 
 
 @dataclass
@@ -75,6 +79,21 @@ class AdapterSpec:
         for name, value in data.items():
             if not isinstance(value, types[name]) or (types[name] is int and isinstance(value, bool)):
                 raise ValueError(f"{where}.{name} = {value!r} has the wrong type")
+        # A file is data: bound what it can make loading do (allocate, or backtrack a regex over every module name)
+        if not 0 <= data.get("r", 8) <= MAX_FILE_RANK:
+            raise ValueError(f"{where}.r = {data['r']} is outside [0, {MAX_FILE_RANK}]; build such a spec in Python")
+        for name in ("targets", "ia3_feedforward"):
+            pattern = data.get(name)
+            if pattern is None:
+                continue
+            if len(pattern) > MAX_FILE_PATTERN or _NESTED_QUANTIFIER.search(pattern):
+                raise ValueError(f"{where}.{name} = {pattern[:80]!r}: a pattern from a file must be at most "
+                                 f"{MAX_FILE_PATTERN} characters with no quantified group that holds a quantifier "
+                                 "(such as '(a+)+', which can backtrack for ever); build such a spec in Python")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"{where}.{name} = {pattern!r} is not a regular expression ({e})") from None
         try:
             return cls(**data)
         except ValueError as e:
