@@ -24,7 +24,6 @@ is an error naming the key, not a TypeError from inside the tower.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 import types
@@ -177,18 +176,3 @@ def refuse_remote_code(config: Any, source: str, trusted: bool, key: str = "") -
     elif isinstance(config, list):
         for i, value in enumerate(config):
             refuse_remote_code(value, source, trusted, f"{key}[{i}]")
-
-
-def import_class(dotted: str) -> type:
-    """Import a class the user named on the command line (``--allow-class my_pkg.module.MyProjector``)."""
-    module_name, _, name = dotted.rpartition(".")
-    if not module_name:
-        raise SystemExit(f"--allow-class {dotted!r}: give the full path, module.ClassName")
-    try:
-        obj = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as e:
-        raise SystemExit(f"--allow-class {dotted!r}: cannot import it ({e}); is its package installed and on "
-                         "PYTHONPATH?") from None
-    if not isinstance(obj, type):
-        raise SystemExit(f"--allow-class {dotted!r} is a {type(obj).__name__}, not a class")
-    return obj

@@ -42,6 +42,7 @@ every tensor file is safetensors (a damaged one is reported by name, ``mmpeft.we
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -313,8 +314,23 @@ def add_loading_flags(parser: Any) -> None:
 
 def loading_options(args: Any) -> dict[str, Any]:
     """``load_pretrained`` keyword arguments from flags added by ``add_loading_flags``."""
-    from mmpeft.allowed_classes import import_class
 
     return {"allow_classes": [import_class(c) for c in args.allow_class],
             "trust_remote_code": args.trust_remote_code, "allow_base_mismatch": args.allow_base_mismatch,
             "allow_init_args": args.allow_init_arg, "llm_path": args.llm_path, "vision_path": args.vision_path}
+
+
+def import_class(dotted: str) -> type:
+    """Import a class the USER named on the command line (``--allow-class my_pkg.module.MyProjector``); never
+    called with a name read from a model directory (those go through ``mmpeft.allowed_classes``)."""
+    module_name, _, name = dotted.rpartition(".")
+    if not module_name:
+        raise SystemExit(f"--allow-class {dotted!r}: give the full path, module.ClassName")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise SystemExit(f"--allow-class {dotted!r}: cannot import it ({e}); is its package installed and on "
+                         "PYTHONPATH?") from None
+    if not isinstance(obj, type):
+        raise SystemExit(f"--allow-class {dotted!r} is a {type(obj).__name__}, not a class")
+    return obj
