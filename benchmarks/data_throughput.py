@@ -27,7 +27,7 @@ from mmpeft.data.collate import Collator
 from mmpeft.data.loader import VLLoader, VLStream
 from mmpeft.data.pipeline import SampleProcessor, ShardRows, SkipCounts
 from mmpeft.data.schema import image_field, make_record
-from mmpeft.tiny import save_tiny_llm
+from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import TimmVisionTower
 

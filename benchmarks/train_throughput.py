@@ -74,7 +74,7 @@ def write_llm_config(directory: Path, shape: dict) -> Path:
     """config.json (the Llama shape) + a small tokenizer; no weights (``LLMTower(random_weights=True)``)."""
     from transformers import LlamaConfig
 
-    from mmpeft.tiny import save_tiny_llm
+    from mmpeft.apps.tiny import save_tiny_llm
 
     save_tiny_llm(directory)
     for f in directory.glob("*.safetensors"):

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                      subdirs=SPLITS)
     except OutputMismatch as e:
         raise SystemExit(str(e)) from e
-    if args.overwrite:  # baselines.json marks a finished benchmark (mmpeft.demo reuses it)
+    if args.overwrite:  # baselines.json marks a finished benchmark (mmpeft.apps.demo reuses it)
         Path(args.out, "baselines.json").unlink(missing_ok=True)
     result = write_benchmark(args.out, seed=args.seed, train_scenes=args.train_scenes, eval_scenes=args.eval_scenes,
                              questions_per_scene=args.questions_per_scene, eval_per_type=args.eval_per_type,

@@ -165,7 +165,7 @@ def tools_main(args: list[str]) -> None:
     tiny.add_argument("directory", nargs="?", default=".mmpeft_cache/tiny")
     parsed = parser.parse_args(args)
     if parsed.command == "quickstart":
-        from mmpeft.quickstart import run
+        from mmpeft.apps.quickstart import run
 
         run(parsed.workdir, steps=parsed.steps)
     elif parsed.command == "export":
@@ -173,7 +173,7 @@ def tools_main(args: list[str]) -> None:
 
         print(export(load_pretrained(parsed.checkpoint, **loading_options(parsed)), parsed.output))
     else:
-        from mmpeft.tiny import save_tiny_towers
+        from mmpeft.apps.tiny import save_tiny_towers
 
         print(save_tiny_towers(parsed.directory))
 
@@ -188,7 +188,7 @@ def cli_main(args: list[str] | None = None) -> Any:
 
         return eval_main(args[1:])
     if args and args[0] == "demo":
-        from mmpeft.demo import main as demo_main
+        from mmpeft.apps.demo import main as demo_main
 
         return demo_main(args[1:])
     if args and args[0] == "report":

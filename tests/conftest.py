@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from mmpeft.adapters import AdapterSpec  # noqa: E402
-from mmpeft.tiny import (  # noqa: E402
+from mmpeft.apps.tiny import (  # noqa: E402
     TINY_TIMM_VIT_KWARGS,
     save_tiny_llm,
     save_tiny_open_clip,

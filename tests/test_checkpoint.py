@@ -15,7 +15,7 @@ from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
 from mmpeft.fingerprint import base_differences, base_fingerprint
 from mmpeft.projectors import LinearProjector
-from mmpeft.tiny import TINY_CHAT_TEMPLATE, TINY_TIMM_VIT_KWARGS, save_tiny_llm, save_tiny_timm_vit
+from mmpeft.apps.tiny import TINY_CHAT_TEMPLATE, TINY_TIMM_VIT_KWARGS, save_tiny_llm, save_tiny_timm_vit
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
 from mmpeft.vlm import VisionLanguageModel

@@ -14,7 +14,7 @@ from mmpeft.checkpoint import load_pretrained
 from mmpeft.cli import cli_main
 from mmpeft.data.integrity import PartialData
 from mmpeft.data.pipeline import NoUsableRows
-from mmpeft.tiny import save_tiny_towers
+from mmpeft.apps.tiny import save_tiny_towers
 
 CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from mmpeft.callbacks.progress import ProgressFile, read_progress
-from mmpeft.demo import Job, run_jobs
+from mmpeft.apps.demo import Job, run_jobs
 
 
 def test_progress_file_is_replaced_whole_and_extrapolates_eta(tmp_path):

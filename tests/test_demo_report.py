@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mmpeft.demo_report import DemoReport, seed_interval
+from mmpeft.apps.demo_report import DemoReport, seed_interval
 from mmpeft.eval.probe_statistics import probe_intervals, rouge_l_to_base
 from mmpeft.eval.vqa import vqa_accuracy
 

@@ -102,7 +102,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     """Two shards: one of text-only rows, one of image rows, so each rank sees only one kind per epoch."""
-    from mmpeft.tiny import save_tiny_llm, save_tiny_open_clip, save_tiny_shards
+    from mmpeft.apps.tiny import save_tiny_llm, save_tiny_open_clip, save_tiny_shards
 
     root = tmp_path_factory.mktemp("ddp")
     save_tiny_llm(root / "llm")

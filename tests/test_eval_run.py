@@ -17,7 +17,7 @@ from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
 from mmpeft.data.integrity import PartialData
 from mmpeft.eval.vision_probe import linear_cka, linear_probe_accuracy, vision_drift
-from mmpeft.tiny import save_tiny_towers
+from mmpeft.apps.tiny import save_tiny_towers
 
 
 @pytest.fixture(scope="module")

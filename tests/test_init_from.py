@@ -13,7 +13,7 @@ from mmpeft.checkpoint import save_trainable
 from mmpeft.cli import cli_main
 from mmpeft.module import VLMModule
 from mmpeft.stage_init import init_from_checkpoint
-from mmpeft.tiny import save_tiny_llm, save_tiny_towers
+from mmpeft.apps.tiny import save_tiny_llm, save_tiny_towers
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower
 from mmpeft.vlm import VisionLanguageModel

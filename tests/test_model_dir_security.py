@@ -16,7 +16,7 @@ from mmpeft.adapters import AdapterSpec
 from mmpeft.checkpoint import export, load_pretrained, save_trainable
 from mmpeft.cli import cli_main
 from mmpeft.model_config import read_model_config
-from mmpeft.tiny import TINY_TIMM_VIT_KWARGS, save_tiny_llm
+from mmpeft.apps.tiny import TINY_TIMM_VIT_KWARGS, save_tiny_llm
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.timm_tower import TimmVisionTower
 from mmpeft.towers.vision import OpenClipVisionTower

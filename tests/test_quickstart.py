@@ -1,4 +1,4 @@
-from mmpeft.quickstart import run
+from mmpeft.apps.quickstart import run
 
 
 def test_quickstart_learns_and_round_trips(tmp_path):

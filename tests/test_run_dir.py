@@ -9,7 +9,7 @@ import pytest
 from lightning_helpers import SimulatedKill
 
 from mmpeft.cli import cli_main
-from mmpeft.tiny import save_tiny_towers
+from mmpeft.apps.tiny import save_tiny_towers
 
 CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import build_vision
 
-from mmpeft.tiny import TINY_TIMM_VIT_KWARGS
+from mmpeft.apps.tiny import TINY_TIMM_VIT_KWARGS
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
 

@@ -41,7 +41,7 @@ from mmpeft.data.input_format import renderer_for
 from mmpeft.data.schema import make_record
 from mmpeft.data.shards import MANIFEST, PreparedSample, write_shards
 from mmpeft.data.synthetic import write_benchmark
-from mmpeft.demo_report import DemoReport
+from mmpeft.apps.demo_report import DemoReport
 from mmpeft.eval.captioning import caption_metrics
 from mmpeft.eval.report import write_report
 from mmpeft.eval.run import evaluate
@@ -190,7 +190,7 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
 
 def report(out: Path, arms: dict[str, list[dict[str, Any]]], base: dict[str, Any], seconds: float,
            quick: bool) -> str:
-    """``report.md``, ``demo.json`` and ``vl_vs_forgetting.png`` in ``out`` (see ``mmpeft.demo_report``)."""
+    """``report.md``, ``demo.json`` and ``vl_vs_forgetting.png`` in ``out`` (see ``mmpeft.apps.demo_report``)."""
     builder = DemoReport(arms, base)
     text = builder.render(seconds, quick)
     builder.plot(out)

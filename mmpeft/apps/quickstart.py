@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from mmpeft.adapters import AdapterSpec
 from mmpeft.checkpoint import export, load_pretrained, save_trainable
-from mmpeft.tiny import save_tiny_llm, save_tiny_open_clip
+from mmpeft.apps.tiny import save_tiny_llm, save_tiny_open_clip
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower
 from mmpeft.trainability import format_trainability
