@@ -209,7 +209,8 @@ class OpenClipVisionTower(VisionTower):
 
     def default_adapter_targets(self) -> list[str]:
         # The MLP linears only: LoRA on nn.MultiheadAttention merges/unmerges inside forward, which lets the
-        # "frozen" in_proj weights drift by ~1e-7 per step (see ENVIRONMENT.md). Target `attn` explicitly if wanted.
+        # "frozen" in_proj weights drift by ~1e-7 per step (rounding in the merge/unmerge round trip). Target `attn`
+        # explicitly if wanted.
         names = linear_layer_names(self.model, lambda n: n.endswith(("mlp.c_fc", "mlp.c_proj")))
         return names or conv_layer_names(self.model)
 
