@@ -8,6 +8,11 @@ cut. On any error the temp file is removed and the target is left as it was.
 - ``write_bytes_atomic(path, data)``, ``write_text_atomic(path, text)``
 - ``write_json_atomic(path, data, indent=2, sort_keys=False, default=None)``: ``json.dumps`` of ``data``
 - ``save_figure_atomic(fig, path, **savefig_kwargs)``: a matplotlib figure, format from the path's suffix
+- ``atomic_path(path)``: a context giving a temp path for writers that take a file name, not a file object
+  (safetensors' ``save_file``, webdataset's ``TarWriter``); the file replaces ``path`` when the block ends
+
+Several files that belong together (a checkpoint, a model directory) go through ``mmpeft.atomic_directory``
+instead. Writes that stay outside both, each with its reason, are listed in ``tests/test_atomic_writers.py``.
 
 The temp file is created with mode 0o666 less the umask, as ``open(path, "w")`` would, so the result has the
 permissions a plain write gives (``tempfile`` would make it 0o600).
@@ -18,7 +23,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +81,32 @@ def save_figure_atomic(fig: Any, path: str | Path, **savefig_kwargs: Any) -> Pat
     if not fmt:
         raise ValueError(f"{path}: give the figure file a suffix (.png, .pdf, .svg) or pass format=")
     return write_atomic(path, lambda f: fig.savefig(f, format=fmt, **savefig_kwargs))
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp path beside ``path`` for a writer that opens files by name; when the block ends without
+    an error, the file written there is fsynced and replaces ``path`` (then the directory is fsynced). On an error,
+    or if the block wrote no file, the temp file is removed, ``path`` is left as it was, and the error is raised.
+
+    The file gets the permissions its writer gives it."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"nothing was written to {tmp}, the temporary file of {path}") from e
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

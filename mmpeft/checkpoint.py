@@ -4,6 +4,7 @@ A checkpoint directory (``save_trainable``)::
 
     mmpeft_config.json          what the model is and how it was trained (below); JSON, never code
     trainable.safetensors       projector, soft prompt, fully-trained tower weights (VLM parameter names)
+                                (what is trainable state is defined once, in ``mmpeft.trainable_state``)
     llm_adapter/                peft layout: adapter_config.json + adapter_model.safetensors
                                 (PeftModel.from_pretrained(base_llm, ".../llm_adapter") reads it)
     vision_adapter/             the same for the vision tower's adapter
@@ -54,40 +55,26 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from mmpeft.adapters.inject import (
-    FULLY_TRAINED_FLAG,
-    adapter_state_dict,
-    load_adapter_state_dict,
-    merged_base_state_dict,
-)
+from mmpeft.adapters.inject import adapter_state_dict, load_adapter_state_dict, merged_base_state_dict
 from mmpeft.atomic_directory import atomic_directory, recover_directory
 from mmpeft.base_paths import check_base_paths, relocate_bases
 from mmpeft.data.input_format import InputFormat, default_input_format
 from mmpeft.fingerprint import base_fingerprint, check_bases
 from mmpeft.model_config import CONFIG_FILE, read_model_config
+from mmpeft.trainable_state import trainable_state
 from mmpeft.vlm import VisionLanguageModel
 from mmpeft.weight_files import load_weights
 
 log = logging.getLogger(__name__)
 
 TRAINABLE_FILE = "trainable.safetensors"
+PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 # PeftModel keys its weights under this prefix; functional injection into a bare model does not.
 PEFT_PREFIX = "base_model.model."
-
-
-def trainable_state(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
-    """Projector, soft prompt and fully-trained tower weights, keyed by VLM parameter names.
-
-    peft adapter weights are not included: they are saved per tower in peft's layout.
-    """
-    state = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}
-    if vlm.soft_prompt is not None:
-        state["soft_prompt.embeddings"] = vlm.soft_prompt.embeddings
-    for name, tower in (("vision.model", vlm.vision.model), ("llm.model", vlm.llm.model)):
-        if getattr(tower, FULLY_TRAINED_FLAG, False):
-            state.update({f"{name}.{k}": v for k, v in tower.state_dict().items()})
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+MODEL_FILES_KEY = "mmpeft_model_files"
+"""Where ``VLMModule.on_save_checkpoint`` puts ``model_files`` in a Lightning checkpoint dict, for the checkpoint IO
+(``mmpeft.callbacks.checkpoint_io``) to write them beside the training state."""
 
 
 def save_trainable(vlm: VisionLanguageModel, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -97,28 +84,81 @@ def save_trainable(vlm: VisionLanguageModel, directory: str | Path, extra: dict[
         extra: JSON-serialisable metadata stored in the config under ``"extra"`` (e.g. step counts).
     """
     with atomic_directory(directory) as tmp:
-        write_trainable(vlm, tmp, extra)
+        write_model_files(tmp, model_files(vlm, extra=extra))
     return Path(directory)
 
 
-def write_trainable(vlm: VisionLanguageModel, directory: Path, extra: dict[str, Any] | None = None) -> None:
-    """Write the checkpoint files into an existing (temporary) directory; ``save_trainable`` without atomicity."""
-    config = {"format": "checkpoint", "vlm": vlm.config(), "input_format": _input_format(vlm).to_dict(),
-              "base_fingerprints": vlm.base_fingerprints, "extra": extra or {}}
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-    save_file(trainable_state(vlm), directory / TRAINABLE_FILE)
-    for sub, tower, peft_config, task in (
-        ("llm_adapter", vlm.llm.model, vlm.llm_peft_config, "CAUSAL_LM"),
-        ("vision_adapter", vlm.vision.model, vlm.vision_peft_config, None),
-    ):
-        if peft_config is None:
-            continue
-        peft_config.base_model_name_or_path = vlm.llm.init_args["name"] if task else vlm.vision.init_args["name"]
-        peft_config.task_type = task
-        (directory / sub).mkdir()
-        peft_config.save_pretrained(directory / sub)
-        weights = {PEFT_PREFIX + k: v.detach().contiguous().cpu() for k, v in adapter_state_dict(tower).items()}
-        save_file(weights, directory / sub / PEFT_WEIGHTS)
+def _peft_towers(vlm: VisionLanguageModel) -> list[tuple[str, str, Any, str | None]]:
+    """``(subdirectory, tower name in the VLM, peft config, peft task type)`` of each peft-adapted tower."""
+    towers = [("llm_adapter", "llm.model", vlm.llm_peft_config, "CAUSAL_LM"),
+              ("vision_adapter", "vision.model", vlm.vision_peft_config, None)]
+    return [t for t in towers if t[2] is not None]
+
+
+def model_files(vlm: VisionLanguageModel, state: dict[str, torch.Tensor] | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The files of a checkpoint directory (module docstring) as data: ``{relative path: content}``, a JSON object
+    for ``.json`` files and ``{name: tensor}`` for ``.safetensors`` files (plain values: a Lightning checkpoint dict
+    carries them under ``MODEL_FILES_KEY``). ``write_model_files`` writes them.
+
+    Args:
+        state: the trainable state to write, ``{VLM state-dict name: tensor}`` (default ``trainable_state(vlm)``;
+            ``VLMModule`` passes what its Lightning checkpoint holds). Adapter weights go to their tower's peft
+            directory, the rest to ``trainable.safetensors``.
+        extra: JSON-serialisable metadata stored in the config under ``"extra"``.
+    """
+    state = trainable_state(vlm) if state is None else state
+    files: dict[str, Any] = {
+        CONFIG_FILE: {"format": "checkpoint", "vlm": vlm.config(), "input_format": _input_format(vlm).to_dict(),
+                      "base_fingerprints": vlm.base_fingerprints, "extra": extra or {}},
+        TRAINABLE_FILE: _outside_peft_files(vlm, state),
+    }
+    for sub, name, peft_config, task in _peft_towers(vlm):
+        tower_state = {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")}
+        base = (vlm.llm if task else vlm.vision).init_args["name"]
+        files[f"{sub}/{PEFT_CONFIG}"] = _peft_config_json(peft_config, base, task)
+        weights = adapter_state_dict(vlm.get_submodule(name), tower_state)
+        files[f"{sub}/{PEFT_WEIGHTS}"] = {PEFT_PREFIX + k: v for k, v in weights.items()}
+    return files
+
+
+def _outside_peft_files(vlm: VisionLanguageModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The part of ``state`` that ``trainable.safetensors`` holds: all but the peft-adapted towers' weights."""
+    in_peft_files = tuple(f"{name}." for _, name, _, _ in _peft_towers(vlm))
+    return {k: v for k, v in state.items() if not k.startswith(in_peft_files)}
+
+
+def _peft_config_json(peft_config: Any, base_model: str, task_type: str | None) -> dict[str, Any]:
+    """``adapter_config.json`` as peft's ``PeftConfigMixin.save_pretrained`` writes it (peft 0.21.2: ``to_dict()``,
+    sets as lists, keys sorted), as plain JSON values."""
+    output = {k: list(v) if isinstance(v, set) else v for k, v in peft_config.to_dict().items()}
+    output.update(base_model_name_or_path=base_model, task_type=task_type)
+    return json.loads(json.dumps(output, sort_keys=True))
+
+
+def write_model_files(directory: Path, files: dict[str, Any]) -> None:
+    """Write ``model_files`` output into ``directory``, an ``atomic_directory`` temp directory (its swap makes the
+    set of files atomic, and it fsyncs them)."""
+    for relative, content in files.items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix == ".safetensors":
+            save_file(_unshared(content), path)
+        else:
+            path.write_text(json.dumps(content, indent=2))
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, a copy of each one whose storage an earlier one uses: safetensors refuses shared
+    memory, and a fully trained LLM with tied embeddings holds its embedding matrix under two names."""
+    storages: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().contiguous().cpu()
+        pointer = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if pointer in storages else tensor
+        storages.add(pointer)
+    return out
 
 
 def _input_format(vlm: VisionLanguageModel) -> InputFormat:
@@ -233,7 +273,7 @@ def check_state_fits(expected: dict[str, torch.Tensor], state: dict[str, torch.T
 
 def _load_trainable_file(vlm: VisionLanguageModel, path: Path) -> None:
     state = load_weights(path, "the projector and other trainable weights")
-    check_state_fits(trainable_state(vlm), state, path,
+    check_state_fits(_outside_peft_files(vlm, trainable_state(vlm)), state, path,
                      hint="Projector shapes follow (vision embed_dim, llm hidden_size) and the projector options.")
     vlm.load_state_dict(state, strict=False)  # every key checked above; the rest are frozen base weights
 
@@ -273,7 +313,8 @@ def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
 
 
 def trainable_state_without_towers(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in trainable_state(vlm).items() if not k.startswith(("vision.", "llm."))}
+    """The trainable state an export keeps beside its merged towers (projector, soft prompt)."""
+    return {k: v.contiguous().cpu() for k, v in trainable_state(vlm).items() if not k.startswith(("vision.", "llm."))}
 
 
 def _resolve_export_paths(cfg: Any, directory: Path) -> Any:

@@ -1,14 +1,8 @@
-"""The ``mmpeft`` command.
+"""``MMPeftCLI``: the LightningCLI behind ``mmpeft fit|validate|test``.
 
-``mmpeft fit|validate|test`` run LightningCLI over ``VLMModule`` + ``VLDataModule`` with stackable YAML configs
-(``--config a.yaml --config b.yaml``: later files override; ``--print_config`` shows the result). Extra commands:
-
-    mmpeft fisher --output F.safetensors [--batches N] --config ...   diagonal Fisher for EWC on data.text_shards
-    mmpeft eval --checkpoint DIR [--vqa S] [--captions S] [--ppl F] [--mc F] [--em F] [--vision S]   scores
-    mmpeft report RUN_DIR... [--out DIR]                               table + plots across runs
-    mmpeft export CHECKPOINT_DIR OUTPUT_DIR                            merge adapters into a standalone model
-    mmpeft tiny-towers DIR                                             write the tiny offline towers configs use
-    mmpeft quickstart                                                  tiny end-to-end run in pure PyTorch
+LightningCLI over ``VLMModule`` + ``VLDataModule`` with stackable YAML configs (``--config a.yaml --config b.yaml``:
+later files override; ``--print_config`` shows the result). The ``mmpeft`` command itself (every verb, ``--help``)
+is an application: ``mmpeft.apps.main``.
 
 Run directory (``--run_dir``, default ``runs/default``)::
 
@@ -20,35 +14,58 @@ Run directory (``--run_dir``, default ``runs/default``)::
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.callbacks.run_logger import RunConfigSaver, RunCSVLogger
+from mmpeft.config_files import config_values, load_config_value, packaged_configs, resolve_config_args
 from mmpeft.data.datamodule import VLDataModule, check_data_options
 from mmpeft.module import VLMModule
 from mmpeft.optimization import LearningRates, check_optimizer_options
 
-EXTRA_COMMANDS = ("fisher", "eval", "report", "demo", "export", "tiny-towers", "quickstart")
+AUTO_OPTIMIZER_OPTIONS = ("optimizer", "lr_scheduler")  # LightningCLI's, switched off (auto_configure_optimizers)
 
 
 class MMPeftCLI(LightningCLI):
-    """LightningCLI with mmpeft's run directory, loggers, checkpointing and model -> data ``connect``."""
+    """LightningCLI with mmpeft's run directory, loggers, checkpointing and model -> data ``connect``.
+
+    ``--config NAME`` is a user's file or a packaged preset (``mmpeft.config_files``), for the ``mmpeft`` command
+    and Python callers alike. LightningCLI's ``--optimizer`` / ``--lr_scheduler`` do not exist here: they would
+    replace the module's per-group learning rates and schedule (``VLMModule.configure_optimizers``).
+    """
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any):
         super().__init__(
             VLMModule, VLDataModule, args=args, run=run, seed_everything_default=0,
             save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False}, **kwargs,
+            parser_kwargs={"default_env": False}, auto_configure_optimizers=False, **kwargs,
         )
+
+    def init_parser(self, **kwargs: Any):
+        parser = super().init_parser(**kwargs)
+        # eval/ holds `mmpeft eval` configs, not training ones
+        groups = sorted({name.split("/", 1)[0] + "/" for name in packaged_configs()} - {"eval/"})
+        parser._option_string_actions["--config"].help = (  # argparse keeps no public setter for an action's help
+            f"a YAML file, or a packaged preset by name from any directory ({' '.join(groups)}: e.g. model/tiny.yaml; "
+            "your own file of that name wins). Repeat to stack: later files override key by key; a list key ending "
+            "in + (guards+:) appends")
+        return parser
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse ``args`` (default ``sys.argv[1:]``) with every ``--config`` name resolved to its file."""
+        if isinstance(args, dict | Namespace):
+            super().parse_arguments(parser, args)
+            return
+        args = resolve_config_args(sys.argv[1:] if args is None else args)
+        refuse_auto_optimizer(args)
+        self.config = parser.parse_args(args)
 
     def before_instantiate_classes(self) -> None:
         """Check the options that need no tower before any tower loads (a bad learning rate should not cost a
@@ -79,12 +96,15 @@ class MMPeftCLI(LightningCLI):
             kwargs["logger"] = [RunCSVLogger(run_dir), *user_loggers]
         kwargs.setdefault("default_root_dir", str(run_dir))
         kwargs["plugins"] = [*(trainer_config.get("plugins") or []), SafetensorsCheckpointIO()]
-        checkpoint = ModelCheckpoint(
+        checkpoints = [] if trainer_config.get("enable_checkpointing") is False else [ModelCheckpoint(
             dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False,
             every_n_train_steps=config["checkpoint_every_n_steps"], save_last=True, monitor="step", mode="max",
             save_top_k=config["keep_checkpoints"],
-        )
-        kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), checkpoint]
+        )]
+        callbacks = [*(trainer_config.get("callbacks") or []), *checkpoints]
+        if user_loggers is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr/<group> for every parameter group
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
     def connect_data(self) -> None:
@@ -102,6 +122,39 @@ class MMPeftCLI(LightningCLI):
         self.connect_data()
 
 
+def refuse_auto_optimizer(args: list[str]) -> None:
+    """Raise ValueError for LightningCLI's ``--optimizer`` / ``--lr_scheduler``, on the command line or as a key of a
+    ``--config`` file, naming mmpeft's own options: a single auto-configured optimizer would silently replace the
+    per-group learning rates and the schedule."""
+    given = [arg.split("=", 1)[0] for arg in args if arg.startswith("--")]
+    given = [option for option in given if option[2:].split(".", 1)[0] in AUTO_OPTIMIZER_OPTIONS]
+    for value in config_values(args):
+        content = load_config_value(value)
+        if isinstance(content, dict):
+            given += [f"{value}: key {key}" for key in AUTO_OPTIMIZER_OPTIONS if key in content]
+    if given:
+        raise ValueError(
+            f"{given[0]}: not an mmpeft option. mmpeft trains with AdamW, one learning rate per parameter group "
+            "(projector, vision, llm, soft prompt) and a warmup + cosine schedule over trainer.max_steps, which "
+            "LightningCLI's automatic optimizer would replace. Set model.lr.projector / model.lr.vision / "
+            "model.lr.llm / model.lr.soft_prompt, model.weight_decay, model.betas, model.warmup_steps and "
+            "model.min_lr_ratio instead")
+
+
+def refuse_ignored_trainer_options(trainer: dict[str, Any], subcommand: str | None) -> None:
+    """Raise ValueError for ``trainer.*`` options that a stacked config could set but mmpeft would override or cut
+    short without a word (the run directory decides where everything goes; the schedule runs to max_steps)."""
+    if trainer.get("default_root_dir") is not None:
+        raise ValueError(f"trainer.default_root_dir={trainer['default_root_dir']!r} would be ignored: logs, "
+                         "checkpoints and config.yaml go to the run directory. Set --run_dir instead")
+    epochs = trainer.get("max_epochs")
+    if subcommand == "fit" and epochs is not None and epochs != -1:
+        raise ValueError(f"trainer.max_epochs={epochs}: a run stopped by epochs ends part-way through the learning-"
+                         "rate schedule, which runs over trainer.max_steps. Set trainer.max_steps only (epochs x "
+                         "rows per epoch / (batch_size x accumulate_grad_batches x devices)) and leave max_epochs "
+                         "unset")
+
+
 def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
     """Validate model / data / trainer options from the parsed config, before anything is built.
 
@@ -115,10 +168,12 @@ def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
     check_data_options(**{k: data.get(k) for k in (
         "text_ratio", "text_shards", "batch_size", "eval_batch_size", "num_workers", "max_length", "shuffle_buffer",
         "bucket_window", "resampled", "rows_per_epoch")})
-    max_steps = (config.get("trainer") or {}).get("max_steps")
+    trainer = config.get("trainer") or {}
+    max_steps = trainer.get("max_steps")
     if subcommand == "fit" and (max_steps is None or max_steps <= 0):
         raise ValueError(f"trainer.max_steps={max_steps}: set a positive number of optimizer steps (the learning "
                          "rate schedule is defined over it)")
+    refuse_ignored_trainer_options(trainer, subcommand)
     llm = ((model.get("vlm") or {}).get("init_args") or {}).get("llm") or {}
     if llm.get("class_path", "").endswith("LLMTower") and (llm.get("init_args") or {}).get("name"):
         from mmpeft.towers.llm import llm_position_limit
@@ -131,89 +186,3 @@ def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
             raise ValueError(f"data.max_length={length}{f' + {prompt} soft prompt tokens' if prompt else ''} "
                              f"exceeds what the LLM {args['name']!r} takes ({limit} positions, from its config): "
                              f"set data.max_length <= {limit - prompt}")
-
-
-def fisher_main(args: list[str]) -> Path:
-    parser = argparse.ArgumentParser(prog="mmpeft fisher", description="Diagonal Fisher of the base LLM for EWC, "
-                                     "on data.text_shards; the rest of the arguments are the fit config.")
-    parser.add_argument("--output", required=True, help="safetensors file to write")
-    parser.add_argument("--batches", type=int, default=None, help="batches to use (default: all of text_shards)")
-    own, rest = parser.parse_known_args(args)
-    from mmpeft.guards.ewc import estimate_fisher, save_fisher
-
-    cli = MMPeftCLI(args=rest, run=False)
-    cli.connect_data()
-    fisher, meta = estimate_fisher(cli.model.vlm, cli.datamodule.text_dataloader(), max_batches=own.batches)
-    path = save_fisher(own.output, fisher, meta)
-    print(f"wrote {path}: {len(fisher)} tensors from {meta['batches']} batches ({meta['tokens']} tokens)")
-    return path
-
-
-def tools_main(args: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="mmpeft")
-    sub = parser.add_subparsers(dest="command", required=True)
-    quick = sub.add_parser("quickstart", help="train + generate + save + export on tiny offline towers")
-    quick.add_argument("--workdir", default="runs/quickstart", help="where towers, checkpoint and export go")
-    quick.add_argument("--steps", type=int, default=150, help="optimizer steps")
-    exp = sub.add_parser("export", help="merge adapters of a checkpoint directory into a standalone model")
-    exp.add_argument("checkpoint", help="a checkpoint directory (save_trainable output or a training checkpoint)")
-    exp.add_argument("output", help="export directory (replaced atomically)")
-    from mmpeft.checkpoint import add_loading_flags
-
-    add_loading_flags(exp)
-    tiny = sub.add_parser("tiny-towers", help="write the tiny random towers that configs/model/tiny.yaml loads")
-    tiny.add_argument("directory", nargs="?", default=".mmpeft_cache/tiny")
-    parsed = parser.parse_args(args)
-    if parsed.command == "quickstart":
-        from mmpeft.apps.quickstart import run
-
-        run(parsed.workdir, steps=parsed.steps)
-    elif parsed.command == "export":
-        from mmpeft.checkpoint import export, load_pretrained, loading_options
-
-        print(export(load_pretrained(parsed.checkpoint, **loading_options(parsed)), parsed.output))
-    else:
-        from mmpeft.apps.tiny import save_tiny_towers
-
-        print(save_tiny_towers(parsed.directory))
-
-
-def cli_main(args: list[str] | None = None) -> Any:
-    """Entry point usable from Python (tests, notebooks): ``cli_main(["fit", "--config", ...])``."""
-    args = list(sys.argv[1:] if args is None else args)
-    if args and args[0] == "fisher":
-        return fisher_main(args[1:])
-    if args and args[0] == "eval":
-        from mmpeft.eval.run import main as eval_main
-
-        return eval_main(args[1:])
-    if args and args[0] == "demo":
-        from mmpeft.apps.demo import main as demo_main
-
-        return demo_main(args[1:])
-    if args and args[0] == "report":
-        from mmpeft.eval.report import main as report_main
-
-        return report_main(args[1:])
-    if args and args[0] in EXTRA_COMMANDS:
-        return tools_main(args)
-    return MMPeftCLI(args=args)
-
-
-def main() -> None:
-    """The console entry point: an error the user can act on (a bad option, file or data: ``ValueError``, ``OSError``
-    and their kinds such as ``NoUsableRows`` and ``PartialData``; a missing runtime such as java:
-    ``RuntimeError``) ends with its message and exit code 2, not a traceback; ``MMPEFT_DEBUG=1`` shows it."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cli_main()
-    except (ValueError, OSError, RuntimeError) as error:
-        if os.environ.get("MMPEFT_DEBUG"):
-            raise
-        print(f"mmpeft: error: {error}\n(set MMPEFT_DEBUG=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

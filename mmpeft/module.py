@@ -23,15 +23,16 @@ import torch
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
-from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
+from mmpeft.checkpoint import MODEL_FILES_KEY, model_files
 from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
-from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine
+from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
-from mmpeft.types import IGNORE_INDEX
+from mmpeft.trainable_state import trainable_state
+from mmpeft.types import IGNORE_INDEX, Batch, check_batch
 from mmpeft.vlm import VisionLanguageModel
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ class VLMModule(L.LightningModule):
         lr: peak learning rate per parameter group.
         weight_decay: AdamW weight decay for matrices (never for biases, norms, soft prompts).
         betas: AdamW betas.
-        warmup_steps: linear warmup steps.
-        min_lr_ratio: the cosine schedule decays to ``min_lr_ratio * peak`` at ``trainer.max_steps``.
+        warmup_steps: linear warmup steps (the first step trains at ``peak / warmup_steps``).
+        min_lr_ratio: the cosine schedule decays to ``min_lr_ratio * peak``, reached at the last of
+            ``trainer.max_steps`` steps (``mmpeft.optimization.warmup_cosine_schedule``).
         gradient_checkpointing: recompute LLM activations in backward (less memory, ~30% more compute). True:
             every decoder layer; a fraction in (0, 1): only that share of the layers (the first ones), a
             selective trade of memory for speed.
@@ -110,9 +112,6 @@ class VLMModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.vlm.run_vision_always = self._distributed
-        io = getattr(self.trainer.strategy, "checkpoint_io", None)
-        if isinstance(io, SafetensorsCheckpointIO):
-            io.vlm = self.vlm  # so every checkpoint directory is also a loadable model directory
         processor = getattr(getattr(self.trainer, "datamodule", None), "processor", None)
         if processor is not None:  # checkpoints save the prompt format training used, for eval / export
             self.vlm.input_format = input_format_of(processor.renderer)
@@ -165,17 +164,20 @@ class VLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self._pending_rng is not None:  # restored here: after the epoch's loader consumed its seeds
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
+        check_batch(batch)  # a clear error naming the key, before any forward
         losses = self._losses(batch)
         total = losses.pop("loss")
         batch_size = batch["input_ids"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/text_rows", (~batch["has_image"]).float().mean(), batch_size=batch_size)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
+        # By hand, not Lightning's ThroughputMonitor: that one also logs validation throughput at steps counting
+        # validation batches (rows out of step order in metrics.csv, seen with lightning 2.6.6), and RunCSVLogger's
+        # resume bookkeeping reads every row's step as a training step.
         now = time.perf_counter()
         if self._last_step_time is not None:
             tokens = batch["attention_mask"].sum() * self.trainer.world_size
@@ -209,7 +211,7 @@ class VLMModule(L.LightningModule):
             logger.save()
         log.info("%s (partial: training stopped at max_steps)", loader.report(stats))
 
-    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""
         reference_rows, reference_hidden = self._reference_pass(batch)
         image_rows = batch["has_image"]
@@ -229,7 +231,7 @@ class VLMModule(L.LightningModule):
         losses["loss"] = total
         return losses
 
-    def _reference_pass(self, batch: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _reference_pass(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Base-model hidden states of the rows any guard asks for (adapters off, no autograd)."""
         wanted = [g.reference_rows(batch) for g in self.guards]
         wanted = [w for w in wanted if w is not None]
@@ -253,13 +255,14 @@ class VLMModule(L.LightningModule):
                            pixel_values=sub.get("pixel_values"))
         return rows, ref.hidden_states
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        check_batch(batch)
         out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
                        pixel_values=batch.get("pixel_values"))
         if out.num_supervised:
@@ -308,23 +311,24 @@ class VLMModule(L.LightningModule):
         # one fused kernel for all trainable tensors when they live on a GPU (LoRA at r=128 is ~300M values)
         fused = all(p.is_cuda for g in groups for p in g["params"])
         optimizer = torch.optim.AdamW(groups, betas=self.betas, fused=fused or None)
-        total, warmup, floor = self.trainer.max_steps, self.warmup_steps, self.min_lr_ratio
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, floor))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule = warmup_cosine_schedule(optimizer, self.warmup_steps, self.trainer.max_steps, self.min_lr_ratio)
+        # "name": Lightning's LearningRateMonitor (added by the CLI) logs each group as lr/<group name>
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}
 
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint_keys(self) -> set[str]:
-        """State-dict keys a checkpoint holds: trainable parameters, the projector, the soft prompt."""
-        keys = {f"vlm.{n}" for n, p in self.vlm.named_parameters() if p.requires_grad}
-        keys |= {f"vlm.projector.{k}" for k in self.vlm.projector.state_dict()}
-        if self.vlm.soft_prompt is not None:
-            keys.add("vlm.soft_prompt.embeddings")
-        return keys
+        """State-dict keys a checkpoint holds: the model's trainable state (``mmpeft.trainable_state``)."""
+        return {f"vlm.{k}" for k in trainable_state(self.vlm)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the trainable state only, and add the model-directory files made from it (``MODEL_FILES_KEY``:
+        ``SafetensorsCheckpointIO`` writes them, so every checkpoint loads with ``load_pretrained``)."""
         keys = self.checkpoint_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keys}
+        state = {k.removeprefix("vlm."): v for k, v in checkpoint["state_dict"].items()}
+        checkpoint[MODEL_FILES_KEY] = model_files(self.vlm, state, extra={"global_step": checkpoint.get("global_step"),
+                                                                         "epoch": checkpoint.get("epoch")})
         checkpoint["rng"] = self._rng_states()
         checkpoint["guards"] = {n: g.state_dict() for n, g in zip(self.guard_names, self.guards)}
         checkpoint.pop("hyper_parameters", None)

@@ -1,10 +1,13 @@
 """Optimisation settings of a training run: learning rates per parameter group, the options AdamW and the schedule
-take (checked before anything is built), and the warmup + cosine schedule over ``trainer.max_steps``."""
+take (checked before anything is built), and the warmup + cosine schedule over ``trainer.max_steps`` (transformers')."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 
 @dataclass
@@ -45,10 +48,23 @@ def check_optimizer_options(weight_decay: float, betas: tuple[float, float], war
                          "as a share of the peak)")
 
 
-def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
-    """The learning-rate factor at ``step``: linear warmup over ``warmup`` steps to 1, then a cosine decay to
-    ``floor`` at ``total`` steps (held there after)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def warmup_cosine_schedule(optimizer: Optimizer, warmup_steps: int, total_steps: int,
+                           min_lr_ratio: float) -> LambdaLR:
+    """Each parameter group's learning rate, as a factor of its peak, per optimizer step ``s`` (0-based):
+    ``(s + 1) / warmup_steps`` while ``s < warmup_steps`` (the first step already trains, at ``peak / warmup``),
+    then a half cosine from 1 down to ``min_lr_ratio``, reached at the last step ``s = total_steps - 1``.
+
+    transformers' ``get_cosine_with_min_lr_schedule_with_warmup_lr_rate`` (``warmup_lr_rate=None``, one half cycle;
+    transformers 5.24.0 ``src/transformers/optimization.py``, the same formula since 4.57, this package's lower
+    bound). It is a ``LambdaLR`` over a ``functools.partial``, so the scheduler state in a checkpoint (``last_epoch``
+    and each group's base rate) resumes the same values.
+
+    The schedule mmpeft computed by hand before differed only in the decay, by one step: its cosine started at
+    ``s = warmup_steps`` (so the peak was held for two steps) and reached the floor at ``s = total_steps``, one
+    step after the last. transformers' ``get_cosine_with_min_lr_schedule_with_warmup`` was not taken: its warmup
+    starts at 0, so the first optimizer step has learning rate 0.
+    """
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
+
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps, min_lr_rate=min_lr_ratio)

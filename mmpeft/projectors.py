@@ -15,11 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmpeft.init_args import records_init_args
+
+WIDTHS = ("vision_dim", "llm_dim")  # supplied by the model, not saved in init_args
+
+
+def _group_list(groups: list[int] | None) -> list[int] | None:
+    """``input_groups`` as saved: a list (a tuple from Python would not round-trip through JSON), or None."""
+    return list(groups) if groups else None
+
 
 class Projector(nn.Module):
     """Base contract: ``forward([B, N, Dv]) -> [B, M, Dl]`` with ``M = num_output_tokens(N)``.
 
-    Subclasses set ``init_args`` (their options, without the two widths) so a checkpoint can rebuild them.
+    Subclasses decorate their ``__init__`` with ``@records_init_args(exclude=WIDTHS)``: ``init_args`` (their
+    options, without the two widths) are what a checkpoint rebuilds them from.
     """
 
     def __init__(self, vision_dim: int, llm_dim: int):
@@ -41,9 +51,9 @@ class Projector(nn.Module):
 class LinearProjector(Projector):
     """One linear map per token (LLaVA-1.0)."""
 
+    @records_init_args(exclude=WIDTHS)
     def __init__(self, vision_dim: int, llm_dim: int):
         super().__init__(vision_dim, llm_dim)
-        self.init_args: dict = {}
         self.proj = nn.Linear(vision_dim, llm_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +77,7 @@ class MLPProjector(Projector):
             the signal the first Linear sees, and its information (colour, in that example) is learned last.
     """
 
+    @records_init_args(exclude=WIDTHS, input_groups=_group_list)
     def __init__(
         self,
         vision_dim: int,
@@ -77,8 +88,6 @@ class MLPProjector(Projector):
         input_groups: list[int] | None = None,
     ):
         super().__init__(vision_dim, llm_dim)
-        self.init_args = dict(hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm,
-                              input_groups=list(input_groups) if input_groups else None)
         if num_layers < 1:
             raise ValueError(f"MLPProjector.num_layers must be >= 1, got {num_layers}")
         hidden_dim = hidden_dim or llm_dim
@@ -123,13 +132,13 @@ class PooledMLPProjector(MLPProjector):
     "where" before the LLM sees the tokens.
     """
 
+    @records_init_args(exclude=WIDTHS, input_groups=_group_list)
     def __init__(self, vision_dim: int, llm_dim: int, output_grid: int = 4, hidden_dim: int | None = None,
                  num_layers: int = 2, input_norm: Literal["none", "layernorm", "batchnorm"] = "none",
                  position_embedding: bool = False, input_groups: list[int] | None = None):
         super().__init__(vision_dim, llm_dim, hidden_dim=hidden_dim, num_layers=num_layers, input_norm=input_norm,
                          input_groups=input_groups)
         self.output_grid = output_grid
-        self.init_args = dict(self.init_args, output_grid=output_grid, position_embedding=position_embedding)
         self.position = nn.Parameter(torch.zeros(output_grid**2, vision_dim)) if position_embedding else None
 
     def num_output_tokens(self, num_input_tokens: int) -> int:
@@ -172,10 +181,10 @@ class PerceiverResampler(Projector):
         num_heads: attention heads.
     """
 
+    @records_init_args(exclude=WIDTHS)
     def __init__(self, vision_dim: int, llm_dim: int, num_queries: int = 64, depth: int = 2,
                  width: int | None = None, num_heads: int = 8):
         super().__init__(vision_dim, llm_dim)
-        self.init_args = dict(num_queries=num_queries, depth=depth, width=width, num_heads=num_heads)
         width = width or max(num_heads, min(vision_dim, llm_dim) // num_heads * num_heads)
         if width % num_heads:
             raise ValueError(f"PerceiverResampler.width={width} must be divisible by num_heads={num_heads}")

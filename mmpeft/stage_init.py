@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from mmpeft.atomic_directory import recover_directory
 from mmpeft.checkpoint import CONFIG_FILE, TRAINABLE_FILE, load_adapter_files, read_model_config
 from mmpeft.fingerprint import check_bases
 from mmpeft.vlm import VisionLanguageModel
+from mmpeft.weight_files import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,10 @@ def init_from_checkpoint(vlm: VisionLanguageModel, directory: str, allow_base_mi
                 allow_mismatch=allow_base_mismatch,
                 override="set model.init_from_allow_base_mismatch=true (CLI: --model.init_from_allow_base_mismatch "
                          "true)")
-    state = load_file(file)
+    try:
+        state = load_weights(file, "the projector and other trainable weights")
+    except ValueError as e:  # a damaged file: said of the option that named it
+        raise ValueError(f"model.init_from={directory}: {e}") from None
     projector = {k: v for k, v in state.items() if k.startswith("projector.")}
     own = {f"projector.{k}": v for k, v in vlm.projector.state_dict().items()}
     mismatch = [(k, tuple(projector[k].shape) if k in projector else None, tuple(v.shape))

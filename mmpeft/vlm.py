@@ -2,12 +2,14 @@
 
 Pure PyTorch (no Lightning): import it in a notebook, test it without a Trainer.
 
-Data flow for a batch (see ``mmpeft.types`` for the batch contract)::
+Data flow for a batch (``mmpeft.types.Batch`` is the batch contract)::
 
     pixel_values [N_img, 3, H, W] -> vision [N_img, N, Dv] -> projector [N_img, M, Dl] --+
     input_ids [B, T] -> embed [B, T, Dl] -- placeholders (M per image) overwritten <-----+
-        -> (soft prompt prepended) -> LLM decoder -> hidden [B, T, Dl]
+        -> soft prompt prepended [B, P+T, Dl] -> LLM decoder -> prompt positions removed -> hidden [B, T, Dl]
         -> LM head at supervised positions only -> cross-entropy
+
+A soft prompt (P learned positions) never leaves the model: every output is aligned with ``input_ids [B, T]``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from mmpeft.projectors import MLPProjector, Projector
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import VisionTower
 from mmpeft.trainability import TrainabilityRow, count_parameters, format_trainability
-from mmpeft.types import IGNORE_INDEX, VLMOutput
+from mmpeft.types import IGNORE_INDEX, VLMOutput, check_model_inputs
 from mmpeft.weight_sources import refuse_weight_sources
 
 if TYPE_CHECKING:
@@ -193,6 +195,12 @@ class VisionLanguageModel(nn.Module):
             rows.append(TrainabilityRow("soft_prompt", "soft_prompt", *count_parameters(self.soft_prompt)))
         return rows
 
+    def fully_trained_modules(self) -> dict[str, nn.Module]:
+        """``{name in the VLM: module}`` of the towers whose every weight trains (adapter method ``full``): the one
+        record of full tuning, read from the specs (checkpoints, ``disabled_adapters``, L2-SP and EWC ask here)."""
+        specs = {"vision.model": self.vision_adapter, "llm.model": self.llm_adapter}
+        return {name: self.get_submodule(name) for name, spec in specs.items() if spec.method == "full"}
+
     # ------------------------------------------------------------------ forward
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -209,24 +217,19 @@ class VisionLanguageModel(nn.Module):
     def embed_inputs(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Token embeddings with image features spliced in at placeholder positions, soft prompt prepended.
+    ) -> torch.Tensor:
+        """``[B, T, Dl]`` token embeddings with image features spliced in at placeholder positions.
+
+        No soft prompt here: the model prepends it where the LLM runs (``forward``, ``generate_ids``).
 
         Args:
             input_ids: ``[B, T]``; each image occupies ``num_image_tokens`` placeholder positions.
-            attention_mask: ``[B, T]`` (default all ones).
             pixel_values: ``[N_img, 3, H, W]`` in reading order, or None for a text-only batch. Rows without
                 placeholders never reach the vision tower.
-            labels: ``[B, T]``; must be ``IGNORE_INDEX`` at placeholder positions.
-
-        Returns:
-            ``(inputs_embeds [B, P+T, Dl], attention_mask [B, P+T], labels [B, P+T] | None)``, P = soft prompt.
+            labels: ``[B, T]``, only checked: must be ``IGNORE_INDEX`` at placeholder positions.
         """
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         is_image = input_ids == self.llm.image_token_id  # [B, T]
         embeds = self.llm.embed(input_ids)  # [B, T, Dl]
         self._check_placeholders(is_image, pixel_values, labels)
@@ -237,9 +240,11 @@ class VisionLanguageModel(nn.Module):
         elif self.run_vision_always and torch.is_grad_enabled():
             blank = torch.zeros(1, self.vision.in_chans, *self.vision.image_size, device=embeds.device)
             embeds = embeds + 0.0 * self.encode_images(blank).sum().to(embeds.dtype)
-        if self.soft_prompt is not None:
-            embeds, attention_mask, labels = self.soft_prompt.prepend(embeds, attention_mask, labels)
-        return embeds, attention_mask, labels
+        return embeds
+
+    def _with_prefix(self, embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, T, Dl]``, ``[B, T]`` -> the LLM's ``[B, P+T, Dl]``, ``[B, P+T]``, soft prompt first (P may be 0)."""
+        return (embeds, mask) if self.soft_prompt is None else self.soft_prompt.prepend(embeds, mask)
 
     def _check_placeholders(self, is_image: torch.Tensor, pixel_values: torch.Tensor | None,
                             labels: torch.Tensor | None) -> None:
@@ -266,9 +271,16 @@ class VisionLanguageModel(nn.Module):
     ) -> VLMOutput:
         """Next-token cross-entropy over supervised positions; the LM head runs only there.
 
-        Returns ``VLMOutput``; ``logits [B, P+T, V]`` only with ``return_logits=True`` (evaluation, tests).
+        Arguments are the ``mmpeft.types.Batch`` keys of the same names (``attention_mask`` defaults to all ones),
+        shape-checked: a ValueError names the key. A soft prompt is prepended and removed inside: the loss is
+        ``supervised_loss`` of the returned ``[B, T]`` hidden states, the same tokens scored with or without one.
+
+        Returns ``VLMOutput`` aligned with ``input_ids``; ``logits [B, T, V]`` only with ``return_logits=True``.
         """
-        embeds, mask, labels = self.embed_inputs(input_ids, attention_mask, pixel_values, labels)
+        check_model_inputs(input_ids, attention_mask, labels, pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds, mask = self._with_prefix(self.embed_inputs(input_ids, pixel_values, labels), attention_mask)
         if self.pack_sequences:
             layout = PackedLayout.from_attention_mask(mask)
             # an all-ones 2D mask: transformers then builds no dense mask; rows are separated by cu_seqlens
@@ -276,24 +288,27 @@ class VisionLanguageModel(nn.Module):
                 inputs_embeds=layout.pack(embeds), attention_mask=torch.ones_like(layout.position_ids),
                 position_ids=layout.position_ids, use_cache=False, **layout.attention_kwargs(),
             ).last_hidden_state  # [1, N, Dl]
-            hidden = layout.unpack(packed)  # [B, P+T, Dl], zeros at padding
+            hidden = layout.unpack(packed)  # [B, P+T, Dl], zeros at padding (the prompt is never padding)
         else:
             # Position ids from the mask make left- and right-padded rows equivalent.
             position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
             hidden = self.llm.decoder()(
                 inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
             ).last_hidden_state  # [B, P+T, Dl]
+        hidden = hidden[:, hidden.shape[1] - input_ids.shape[1] :]  # [B, T, Dl]: the prompt positions removed
         loss, n = None, 0
         if labels is not None:
             loss, n = self.supervised_loss(hidden, labels)
         logits = self.llm.head_logits(hidden) if return_logits else None
-        return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, attention_mask=mask, labels=labels,
-                         prefix_length=hidden.shape[1] - input_ids.shape[1], logits=logits)
+        return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, logits=logits)
 
     def supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Mean next-token cross-entropy of ``hidden [B, T, D]`` against ``labels [B, T]`` (unshifted).
 
-        Only the K supervised positions go through the LM head: ``[K, V]`` logits, never ``[B, T, V]``.
+        Position t predicts ``labels[:, t + 1]``: ``labels[:, 0]`` is never a target (nothing of the input precedes
+        it; only plain-text rows of a tokenizer without BOS supervise it), with or without a soft prompt, so a
+        prompt-tuned model and its base score the same tokens. Only the K supervised positions go through the LM
+        head: ``[K, V]`` logits, never ``[B, T, V]``.
         """
         targets = labels[:, 1:]  # position t predicts token t+1
         selected = targets != IGNORE_INDEX  # [B, T-1]
@@ -331,19 +346,17 @@ class VisionLanguageModel(nn.Module):
         """
         ids = self.tokenize_prompts(prompts) if prompts and isinstance(prompts[0], str) else [list(p) for p in prompts]
         tok = self.llm.tokenizer
-        length = max(len(x) for x in ids)
         device = self.llm.model.device
-        input_ids = torch.full((len(ids), length), tok.pad_token_id, dtype=torch.long, device=device)
-        mask = torch.zeros_like(input_ids)
-        for i, row in enumerate(ids):  # left padding: generation continues from the last column
-            input_ids[i, length - len(row):] = torch.tensor(row, device=device)
-            mask[i, length - len(row):] = 1
+        # left padding: generation continues from the last column
+        padded = tok.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors="pt")
+        input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
         if pixel_values is not None:
             pixel_values = pixel_values.to(device)
         was_training = self.training
         self.eval()
         try:
-            embeds, mask, _ = self.embed_inputs(input_ids, mask, pixel_values)
+            # generating from embeddings, transformers returns the new tokens only: the prompt stays internal
+            embeds, mask = self._with_prefix(self.embed_inputs(input_ids, pixel_values), mask)
             generate_kwargs.setdefault("suppress_tokens", [self.llm.image_token_id])  # never emit a placeholder
             return self.llm.model.generate(
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=do_sample,

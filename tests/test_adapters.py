@@ -124,9 +124,13 @@ def test_disabled_soft_prompt_gives_base(tiny):
     base = build_vlm(tiny)
     base.projector.load_state_dict(adapted.projector.state_dict())
     batch = make_batch(adapted, MIXED_ROWS)
-    with torch.no_grad(), disabled_adapters(adapted):
-        assert torch.equal(adapted(**batch, return_logits=True).logits, base(**batch, return_logits=True).logits)
-    assert adapted(**batch, return_logits=True).logits.shape[1] == batch["input_ids"].shape[1] + 3
+    with torch.no_grad():
+        base_logits = base(**batch, return_logits=True).logits
+        with disabled_adapters(adapted):
+            assert torch.equal(adapted(**batch, return_logits=True).logits, base_logits)
+        prompted = adapted(**batch, return_logits=True).logits
+    assert prompted.shape == base_logits.shape, "the prompt stays inside the model: outputs aligned with the input"
+    assert not torch.equal(prompted, base_logits), "the enabled prompt changes the output"
 
 
 def test_disabled_adapters_refuses_full_finetuning(tiny):

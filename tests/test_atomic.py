@@ -74,7 +74,8 @@ def test_shards_write_json_atomic_delegates_with_its_format_and_overwrite_remove
     assert temps(tmp_path) == []
     # what a killed write leaves behind, in both namings, is the writer's own and goes with --overwrite
     stray = [atomic.temp_path(tmp_path / "manifest.json"), atomic.temp_path(tmp_path / "shard-000000.stats.json"),
-             tmp_path / "fingerprint.json.tmp", tmp_path / "shard-000001.stats.json.tmp"]
+             tmp_path / "fingerprint.json.tmp", tmp_path / "shard-000001.stats.json.tmp",
+             atomic.temp_path(tmp_path / "shard-000002.tar"), tmp_path / "shard-000003.tar.tmp"]
     for p in stray:
         p.write_text("partial")
     (tmp_path / "notes.json.0123456789abcdef.tmp").write_text("someone else's")
@@ -94,3 +95,43 @@ def test_the_data_and_the_rename_are_fsynced(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", record)
     atomic.write_text_atomic(tmp_path / "x.json", "12345")
     assert synced == [5, "dir"], "the file's bytes before the rename, then its directory"
+
+
+def test_atomic_path_replaces_the_file_a_named_writer_made(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "fisher.safetensors"
+    with atomic.atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith("fisher.safetensors.") and tmp.suffix == ".tmp"
+        save_file({"w": torch.ones(2)}, tmp)
+        assert not path.exists(), "nothing at the target before the block ends"
+    assert load_file(path)["w"].tolist() == [1.0, 1.0] and temps(tmp_path) == []
+
+
+def test_atomic_path_keeps_the_old_file_when_the_writer_fails_or_writes_nothing(tmp_path):
+    path = tmp_path / "shard-000000.tar"
+    path.write_bytes(b"old shard")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_path(path) as tmp:
+            tmp.write_bytes(b"half a sh")
+            raise KeyboardInterrupt
+    with pytest.raises(FileNotFoundError, match="nothing was written to .*shard-000000.tar"):
+        with atomic.atomic_path(path):
+            pass
+    assert path.read_bytes() == b"old shard" and temps(tmp_path) == []
+
+
+def test_atomic_path_fsyncs_the_file_then_the_directory(tmp_path, monkeypatch):
+    synced = []
+    fsync = os.fsync
+
+    def record(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size)
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    with atomic.atomic_path(tmp_path / "x.bin") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"123")
+    assert synced == [3, "dir"]

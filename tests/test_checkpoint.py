@@ -9,15 +9,15 @@ from conftest import MIXED_ROWS, build_vlm, make_batch
 from safetensors.torch import load_file
 
 from mmpeft.adapters import AdapterSpec
+from mmpeft.apps.main import cli_main
+from mmpeft.apps.tiny import TINY_CHAT_TEMPLATE, TINY_TIMM_VIT_KWARGS, save_tiny_llm, save_tiny_timm_vit
 from mmpeft.checkpoint import atomic_directory, export, load_pretrained, save_trainable
-from mmpeft.cli import cli_main
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
 from mmpeft.fingerprint import base_differences, base_fingerprint
 from mmpeft.projectors import LinearProjector
-from mmpeft.apps.tiny import TINY_CHAT_TEMPLATE, TINY_TIMM_VIT_KWARGS, save_tiny_llm, save_tiny_timm_vit
+from mmpeft.towers import OpenClipVisionTower, TimmVisionTower
 from mmpeft.towers.llm import LLMTower
-from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
 from mmpeft.vlm import VisionLanguageModel
 
 

@@ -13,6 +13,7 @@ from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.checkpoint import load_pretrained, save_trainable
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
+from mmpeft.module import VLMModule
 
 
 def sample_checkpoint(step):
@@ -62,9 +63,9 @@ def test_training_checkpoint_is_a_model_directory_with_format_and_fingerprints(t
     renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=96,
                             system_prompt="Be brief.", use_chat_template=False)
     vlm.input_format = input_format_of(renderer)  # what VLMModule.setup does from the data config
-    io = SafetensorsCheckpointIO()
-    io.vlm = vlm
-    io.save_checkpoint(sample_checkpoint(3), tmp_path / "step=3.ckpt")
+    checkpoint = {**sample_checkpoint(3), "state_dict": VLMModule(vlm).state_dict()}
+    VLMModule(vlm).on_save_checkpoint(checkpoint)  # the module hands the model files to the IO in the dict
+    SafetensorsCheckpointIO().save_checkpoint(checkpoint, tmp_path / "step=3.ckpt")
     saved = json.loads((tmp_path / "step=3.ckpt" / "mmpeft_config.json").read_text())
     assert saved["extra"]["global_step"] == 3
     assert saved["input_format"]["system_prompt"] == "Be brief." and saved["input_format"]["max_length"] == 96

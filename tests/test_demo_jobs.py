@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from mmpeft.apps.demo import Job, read_command, run_jobs
 from mmpeft.callbacks.progress import ProgressFile, read_progress
-from mmpeft.apps.demo import Job, run_jobs
 
 
 def test_progress_file_is_replaced_whole_and_extrapolates_eta(tmp_path):
@@ -32,3 +32,4 @@ def test_failing_job_stops_the_demo_with_its_log(tmp_path):
                                          r"no_such_option"):
         run_jobs(jobs, parallel=2, cpus=2)
     assert not (tmp_path / "broken" / "eval.log").exists()  # the job after it never started
+    assert read_command(tmp_path / "broken" / "command.txt") == ["fit", "--no_such_option=1"]  # what it ran

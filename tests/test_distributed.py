@@ -112,7 +112,7 @@ def ddp_data(tmp_path_factory):
 
 
 def run_cli(root: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "mmpeft.cli", "fit",
+    args = [sys.executable, "-m", "mmpeft.apps.main", "fit",
             "--config", "configs/trainer/cpu.yaml", "--config", "configs/trainer/ddp_cpu.yaml",
             "--config", "configs/model/tiny.yaml", "--config", "configs/peft/lora_both.yaml",
             f"--model.vlm.llm.init_args.name={root / 'llm'}",

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from mmpeft.eval.report import summarize, write_report
-from mmpeft.eval.run import score_vqa
+from mmpeft.eval.tasks.vqa import score_vqa
 
 
 def vqa_scores():

@@ -11,13 +11,16 @@ from test_cli import fit_args
 from test_data_prep import script
 
 from mmpeft.adapters import AdapterSpec
+from mmpeft.apps.main import cli_main
+from mmpeft.apps.tiny import save_tiny_towers
 from mmpeft.checkpoint import export, load_pretrained, save_trainable
-from mmpeft.cli import cli_main
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.input_format import input_format_of, renderer_for
 from mmpeft.data.integrity import PartialData
+from mmpeft.eval.loop import evaluate
+from mmpeft.eval.summary import summary
+from mmpeft.eval.tasks import VisionDriftTask, VQATask
 from mmpeft.eval.vision_probe import linear_cka, linear_probe_accuracy, vision_drift
-from mmpeft.apps.tiny import save_tiny_towers
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def test_train_with_probe_curves_then_eval_and_report(towers, tmp_path):
 
 
 def test_eval_refuses_vqa_records_without_answers(towers, tmp_path):
-    from mmpeft.eval.run import score_vqa
+    from mmpeft.eval.tasks.vqa import score_vqa
 
     with pytest.raises(ValueError, match="VQA record 'x1' has no eval.answers"):
         score_vqa([{"id": "x1", "prediction": "red", "eval": {}}])
@@ -152,28 +155,28 @@ def _vqa_shards_with_a_loss_and_a_skip(directory):
 
 
 def test_eval_refuses_a_partial_set_unless_allowed_and_records_what_was_missing(tiny, tmp_path):
-    from mmpeft.eval.run import evaluate, summary
-
     urls = _vqa_shards_with_a_loss_and_a_skip(tmp_path / "vqa")
     vlm = build_vlm(tiny)
     renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=128)
     with pytest.raises(PartialData, match=r"(?s)refusing to score a partial set: a sample was skipped \(corrupt_image\)"
                                           r".*000001.*--allow-partial"):
-        evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2)
+        evaluate(vlm, [VQATask(str(tmp_path / "vqa"))], renderer=renderer, max_new_tokens=2)
     with pytest.raises(PartialData, match=rf"{urls[1]}: truncated_shard, 2 row\(s\) lost"):
-        evaluate(vlm, renderer, vqa=urls[1:], max_new_tokens=2)  # a list of shards: still checked
-    scores, predictions = evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2, allow_partial=True)
+        evaluate(vlm, [VQATask(urls[1:])], renderer=renderer, max_new_tokens=2)  # a list of shards: still checked
+    tasks = [VQATask(str(tmp_path / "vqa"))]
+    scores, predictions = evaluate(vlm, tasks, renderer=renderer, max_new_tokens=2, allow_partial=True)
     missing = scores["missing"]
     assert scores["vqa"]["num_questions"] == len(predictions) == 9 == 12 - missing["missing_rows"]
     assert missing["skipped"] == {"corrupt_image": 1} and missing["lost"] == {urls[1]: {"truncated_shard": 2}}
     assert missing["shards_checked"] == 3 and missing["unchecked_reads"] == 0 and missing["allow_partial"]
     assert f"data: 3 row(s) missing; skipped corrupt_image: 1; lost 2 rows ({urls[1]}: truncated_shard 2)" \
-        in summary(scores)
+        in summary(scores, tasks)
     whole = tmp_path / "whole"
     write_dir(whole, 8, 4, image_sample)
-    scores, _ = evaluate(vlm, renderer, vqa=str(whole), max_new_tokens=2, limit=3)  # a partial set asked for
+    tasks = [VQATask(str(whole))]
+    scores, _ = evaluate(vlm, tasks, renderer=renderer, max_new_tokens=2, limit=3)  # a partial set asked for
     assert scores["vqa"]["num_questions"] == 3 and scores["missing"]["missing_rows"] == 0
-    assert scores["missing"]["limit"] == 3 and "--limit 3 per task (partial by request)" in summary(scores)
+    assert scores["missing"]["limit"] == 3 and "--limit 3 per task (partial by request)" in summary(scores, tasks)
 
 
 def test_eval_cli_allow_partial(tiny, tmp_path, capsys):
@@ -207,15 +210,14 @@ def _long_at(index, words=40):
 
 def test_overlong_prompt_is_a_counted_too_long_skip_naming_shard_and_key(tiny, tmp_path):
     """The bug this guards: render_prompt ignored max_length, so an over-long prompt went to generate."""
-    from mmpeft.eval.run import evaluate
-
     urls = write_dir(tmp_path / "vqa", 6, 3, _long_at(4))
     vlm = build_vlm(tiny)
     renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=128)
     with pytest.raises(PartialData, match=rf"(?s)skipped \(too_long\): {urls[1]}:000004: prompt of \d+ tokens > "
                                           r"max_length 128.*--allow-partial"):
-        evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2)
-    scores, predictions = evaluate(vlm, renderer, vqa=str(tmp_path / "vqa"), max_new_tokens=2, allow_partial=True)
+        evaluate(vlm, [VQATask(str(tmp_path / "vqa"))], renderer=renderer, max_new_tokens=2)
+    scores, predictions = evaluate(vlm, [VQATask(str(tmp_path / "vqa"))], renderer=renderer, max_new_tokens=2,
+                                   allow_partial=True)
     assert scores["missing"]["skipped"] == {"too_long": 1} and scores["missing"]["missing_rows"] == 1
     assert scores["vqa"]["num_questions"] == 5 and "colour-4" not in {p["id"] for p in predictions}
     assert {p["where"] for p in predictions} == {f"{urls[i // 3]}:{i:06d}" for i in (0, 1, 2, 3, 5)}
@@ -251,18 +253,16 @@ def _drop_member(path, name):
 def test_text_rows_and_missing_image_fields_are_counted_by_reason(tiny, tmp_path):
     """The bugs this guards: records without conversations (generation) or images (vision probe) were dropped
     uncounted, and an image field absent from the shard was reported as malformed_json."""
-    from mmpeft.eval.run import evaluate
-
     urls = write_dir(tmp_path / "mixed", 8, 4, lambda i: text_sample(i) if i == 2 else image_sample(i))
     _drop_member(urls[1], "000005.img0.png")
     vlm = build_vlm(tiny, vision_spec=AdapterSpec("lora"))
     renderer = ChatRenderer(vlm.llm.tokenizer, vlm.llm.image_token, vlm.num_image_tokens, max_length=128)
     with pytest.raises(PartialData, match=rf"\(no_prompt\): {urls[0]}:000002: a plain-text record"):
-        evaluate(vlm, renderer, vqa=str(tmp_path / "mixed"), max_new_tokens=2)
+        evaluate(vlm, [VQATask(str(tmp_path / "mixed"))], renderer=renderer, max_new_tokens=2)
     with pytest.raises(PartialData, match=rf"\(no_image\): {urls[0]}:000002"):
-        evaluate(vlm, renderer, vision=str(tmp_path / "mixed"))
-    scores, _ = evaluate(vlm, renderer, vqa=str(tmp_path / "mixed"), vision=str(tmp_path / "mixed"),
-                         max_new_tokens=2, allow_partial=True)
+        evaluate(vlm, [VisionDriftTask(str(tmp_path / "mixed"))], renderer=renderer)
+    scores, _ = evaluate(vlm, [VQATask(str(tmp_path / "mixed")), VisionDriftTask(str(tmp_path / "mixed"))],
+                         renderer=renderer, max_new_tokens=2, allow_partial=True)
     assert scores["missing"]["skipped"] == {"no_prompt": 1, "no_image": 1, "missing_image": 2}
     assert scores["vqa"]["num_questions"] == 6 and scores["vision"]["images"] == 6
     assert scores["missing"]["lost"] == {}, "the rows are in their shards: skipped, not lost"
@@ -270,7 +270,8 @@ def test_text_rows_and_missing_image_fields_are_counted_by_reason(tiny, tmp_path
 
 def test_duplicate_question_or_image_ids_are_refused_naming_both_records():
     """The bug this guards: duplicates were merged silently (references overwritten, first caption kept)."""
-    from mmpeft.eval.run import score_captions, score_vqa
+    from mmpeft.eval.tasks.captions import score_captions
+    from mmpeft.eval.tasks.vqa import score_vqa
 
     def row(rid, where, **fields):
         return {"id": rid, "where": where, "prediction": "red", "eval": fields}

@@ -200,7 +200,8 @@ def test_bad_input_names_the_ids():
 
 def test_eval_summary_and_report_read_the_scores(tmp_path):
     from mmpeft.eval.report import summarize
-    from mmpeft.eval.run import score_vqa, summary
+    from mmpeft.eval.summary import summary
+    from mmpeft.eval.tasks.vqa import VQATask, score_vqa
 
     records = [
         {"id": "a", "prediction": "red\nmore text", "eval": {**ref(["red"] * 3 + ["blue"] * 7), "question_id": 5}},
@@ -209,7 +210,7 @@ def test_eval_summary_and_report_read_the_scores(tmp_path):
     scores = score_vqa(records)  # first line of each generation; 'b' has no question_id: keyed by its record id
     assert scores["per_question"] == {"5": 90.0, "b": 0.0} and scores["per_answer_type"] == {"other": 90.0,
                                                                                                "number": 0.0}
-    assert summary({"vqa": scores}).splitlines()[0] == ("VQA accuracy 45.00 (2 questions); "
+    assert summary({"vqa": scores}, [VQATask("unused")]).splitlines()[0] == ("VQA accuracy 45.00 (2 questions); "
                                                          "by answer type other 90.00, number 0.00")
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "last.json").write_text(json.dumps({"step": 3, "vqa": scores}))

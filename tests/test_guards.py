@@ -5,6 +5,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from mmpeft.adapters import AdapterSpec
 from mmpeft.adapters.deltas import adapter_layers, delta_sq_norm, delta_weight
+from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.guards import EWC, L2SP, KLToBase, LwF, Replay
 from mmpeft.guards.ewc import estimate_fisher, save_fisher
 from mmpeft.module import VLMModule
@@ -109,6 +110,28 @@ def test_task_and_replay_split_rows(tiny, soft_prompt):
     torch.testing.assert_close(losses["replay"], vlm(**inputs, labels=text).loss)
     torch.testing.assert_close(losses["task"], vlm(**inputs, labels=images).loss)
     torch.testing.assert_close(losses["loss"], losses["task"] + losses["replay"])
+
+
+@pytest.mark.parametrize("soft_prompt", [0, 3])
+@pytest.mark.parametrize(("guard", "rows", "temperature"), [(KLToBase(), "text", 1.0),
+                                                            (KLToBase(rows="all", temperature=1.5), "all", 1.5),
+                                                            (LwF(), "image", 2.0)])
+def test_distillation_equals_kl_of_full_logits(tiny, soft_prompt, guard, rows, temperature):
+    """The guards' KL, from the aligned [B, T] outputs, equals T^2 KL(base || adapted) of the full logits averaged
+    over the real non-image positions of the chosen rows; a soft prompt belongs to the adapted side only."""
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", init_weights=False), soft_prompt_tokens=soft_prompt)
+    module = VLMModule(vlm, guards=[guard])
+    batch = guarded_batch(vlm)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    with torch.no_grad():
+        adapted = vlm(**inputs, return_logits=True).logits.float() / temperature
+        with disabled_adapters(vlm):
+            base = vlm(**inputs, return_logits=True).logits.float() / temperature
+    chosen = {"text": ~batch["has_image"], "image": batch["has_image"], "all": torch.ones(3, dtype=torch.bool)}[rows]
+    positions = batch["attention_mask"].bool() & (batch["input_ids"] != vlm.llm.image_token_id) & chosen[:, None]
+    log_base, log_adapted = base.log_softmax(-1)[positions], adapted.log_softmax(-1)[positions]
+    expected = (log_base.exp() * (log_base - log_adapted)).sum() / positions.sum() * temperature**2
+    torch.testing.assert_close(terms(module, batch)[guard.name], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_ewc_fisher_for_other_shapes_is_a_clear_error(tiny, tmp_path):

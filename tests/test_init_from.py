@@ -9,11 +9,11 @@ import torch
 from test_cli import fit_args
 
 from mmpeft.adapters import AdapterSpec
+from mmpeft.apps.main import cli_main
+from mmpeft.apps.tiny import save_tiny_llm, save_tiny_towers
 from mmpeft.checkpoint import save_trainable
-from mmpeft.cli import cli_main
 from mmpeft.module import VLMModule
 from mmpeft.stage_init import init_from_checkpoint
-from mmpeft.apps.tiny import save_tiny_llm, save_tiny_towers
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower
 from mmpeft.vlm import VisionLanguageModel
@@ -96,3 +96,11 @@ def test_cli_stage2_refuses_another_base_unless_allowed(tmp_path):
         cli_main(args)
     cli = cli_main(args + ["--model.init_from_allow_base_mismatch=true"])
     assert cli.model.vlm.base_fingerprints["llm"]["weights"] is not None
+
+
+def test_init_from_a_damaged_trainable_file_names_the_option_and_file(tiny, stage1):
+    ckpt, _, _ = stage1
+    path = ckpt / "trainable.safetensors"
+    path.write_bytes(path.read_bytes()[:40])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"model.init_from=.*stage1: .*trainable.safetensors .* is damaged"):
+        init_from_checkpoint(build(tiny.open_clip, str(tiny.llm), seed=1), str(ckpt))

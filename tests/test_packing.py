@@ -30,10 +30,11 @@ def test_layout_round_trip_and_positions():
     assert torch.equal(back[mask.bool()], x[mask.bool()]) and not back[~mask.bool()].any()
 
 
-def test_packed_loss_and_grads_equal_padded(tiny):
+@pytest.mark.parametrize("soft_prompt", [0, 3])
+def test_packed_loss_and_grads_equal_padded(tiny, soft_prompt):
     spec = AdapterSpec("lora", r=4, alpha=8)
-    padded = build_vlm(tiny, llm_spec=spec, vision_spec=spec)
-    packed = build_vlm(tiny, llm_spec=spec, vision_spec=spec, pack_sequences=True)
+    padded = build_vlm(tiny, llm_spec=spec, vision_spec=spec, soft_prompt_tokens=soft_prompt)
+    packed = build_vlm(tiny, llm_spec=spec, vision_spec=spec, pack_sequences=True, soft_prompt_tokens=soft_prompt)
     packed.load_state_dict(padded.state_dict())
     for p in padded.parameters():  # LoRA B starts at zero: make the adapters matter
         if p.requires_grad:
@@ -45,6 +46,7 @@ def test_packed_loss_and_grads_equal_padded(tiny):
     out_b, grads_b = _loss_and_grads(packed, batch)
     torch.testing.assert_close(out_b.loss, out_a.loss, rtol=1e-5, atol=1e-6)
     mask = batch["attention_mask"].bool()
+    assert out_b.hidden_states.shape[:2] == mask.shape, "aligned with the input: the prompt positions removed"
     torch.testing.assert_close(out_b.hidden_states[mask], out_a.hidden_states[mask], rtol=1e-4, atol=1e-5)
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
     for name in grads_a:

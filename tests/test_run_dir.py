@@ -8,7 +8,7 @@ import sys
 import pytest
 from lightning_helpers import SimulatedKill
 
-from mmpeft.cli import cli_main
+from mmpeft.apps.main import cli_main
 from mmpeft.apps.tiny import save_tiny_towers
 
 CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
@@ -85,7 +85,7 @@ def test_bad_options_fail_before_the_towers_load(towers, tmp_path, monkeypatch, 
 
 def test_console_entry_reports_a_bad_option_without_a_traceback(tmp_path):
     args = fit_args(tmp_path / "towers-not-needed", tmp_path / "run", "--model.lr.llm=-1")
-    out = subprocess.run([sys.executable, "-c", "from mmpeft.cli import main; main()", *args],
+    out = subprocess.run([sys.executable, "-c", "from mmpeft.apps.main import main; main()", *args],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 2
     assert "mmpeft: error: model.lr.llm=-1.0: a learning rate must be a finite number >= 0" in out.stderr

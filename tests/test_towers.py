@@ -3,8 +3,8 @@ import torch
 from conftest import build_vision
 
 from mmpeft.apps.tiny import TINY_TIMM_VIT_KWARGS
+from mmpeft.towers import OpenClipVisionTower, TimmVisionTower
 from mmpeft.towers.llm import LLMTower
-from mmpeft.towers.vision import OpenClipVisionTower, TimmVisionTower
 
 
 @pytest.mark.parametrize("family,tokens,dim", [("open_clip", 16, 64), ("timm_vit", 16, 64), ("timm_cnn", 4, 112)])

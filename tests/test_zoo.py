@@ -90,3 +90,22 @@ def test_corrupt_entry_names_the_directory_to_delete(tmp_path, monkeypatch):
         LLMTower("zoo:smollm2-135m-instruct")
     with pytest.raises(ValueError, match="unknown embedded model 'zoo:gpt5'"):
         zoo.resolve("zoo:gpt5")
+
+
+def test_the_cache_lock_is_held_while_an_entry_is_built(tmp_path, monkeypatch):
+    """Another converter (a new lock on the same file, as another process makes) cannot take the lock mid-build."""
+    from filelock import FileLock, Timeout
+
+    monkeypatch.setenv("MMPEFT_CACHE", str(tmp_path))
+    attempts = []
+
+    def build(out):
+        with pytest.raises(Timeout):
+            FileLock(tmp_path / "entry.lock", timeout=0).acquire()
+        attempts.append(out)
+        (out / "weights.bin").write_text("full")
+
+    path = zoo.cached_entry("entry", build)
+    assert len(attempts) == 1 and (path / zoo.MARKER).is_file()
+    with FileLock(tmp_path / "entry.lock", timeout=0):  # released afterwards
+        assert zoo.cached_entry("entry", build) == path and len(attempts) == 1

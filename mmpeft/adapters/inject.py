@@ -30,8 +30,6 @@ from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
 
 ADAPTABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv1D)
-FULLY_TRAINED_FLAG = "mmpeft_fully_trained"
-"""Attribute set on a module whose every weight trains: no adapter switch can give its base back."""
 
 
 def resolve_targets(module: nn.Module, spec: AdapterSpec, default_targets: list[str]) -> list[str]:
@@ -77,12 +75,15 @@ def peft_config(spec: AdapterSpec, targets: list[str]) -> PeftConfig:
 
 
 def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[str]) -> PeftConfig | None:
-    """Make ``module`` (one tower, already frozen) trainable as ``spec`` says; returns the peft config used."""
+    """Make ``module`` (one tower, already frozen) trainable as ``spec`` says; returns the peft config used.
+
+    Nothing is marked on the module: which towers are fully trained is read from the specs
+    (``VisionLanguageModel.fully_trained_modules``).
+    """
     if spec.method == "frozen":
         return None
     if spec.method == "full":
         module.requires_grad_(True)
-        setattr(module, FULLY_TRAINED_FLAG, True)
         return None
     config = peft_config(spec, resolve_targets(module, spec, default_targets))
     inject_adapter_in_model(config, module)
@@ -98,6 +99,29 @@ def _adapter_layers(module: nn.Module) -> list[nn.Module]:
     return [m for m in module.modules() if isinstance(m, BaseTunerLayer | SoftPrompt)]
 
 
+def adapter_parameter_names(module: nn.Module) -> list[str]:
+    """Names in ``module`` of its adapter weights: every parameter of a peft layer except those of the base layer it
+    wraps, and soft prompts. These are what trains in an adapted tower; everything else there is its base."""
+    adapter = set()
+    for layer in _adapter_layers(module):
+        base = {id(p) for p in layer.get_base_layer().parameters()} if isinstance(layer, BaseTunerLayer) else set()
+        adapter |= {id(p) for p in layer.parameters() if id(p) not in base}
+    return [name for name, p in module.named_parameters() if id(p) in adapter]
+
+
+def trained_bases(model: nn.Module) -> list[str]:
+    """Names of the modules in ``model`` whose base weights train, so that no adapter switch gives their base back.
+
+    A model that records this (``VisionLanguageModel.fully_trained_modules``, from its adapter specs) is asked; any
+    other module (a single tower) is judged by its parameters: one outside the adapter weights that trains.
+    """
+    if hasattr(model, "fully_trained_modules"):
+        return list(model.fully_trained_modules())
+    adapter = set(adapter_parameter_names(model))
+    trained = any(p.requires_grad and name not in adapter for name, p in model.named_parameters())
+    return [type(model).__name__] if trained else []
+
+
 @contextmanager
 def disabled_adapters(model: nn.Module) -> Iterator[None]:
     """Run ``model`` as its exact frozen base: every adapter (peft layers, soft prompts) is bypassed.
@@ -108,7 +132,7 @@ def disabled_adapters(model: nn.Module) -> Iterator[None]:
     Raises:
         ValueError: a tower is fully fine-tuned (method ``full``): its base weights are gone.
     """
-    full = [n or type(model).__name__ for n, m in model.named_modules() if getattr(m, FULLY_TRAINED_FLAG, False)]
+    full = trained_bases(model)
     if full:
         raise ValueError(
             f"disabled_adapters cannot restore the base of fully fine-tuned modules {full}: their weights were "
@@ -127,9 +151,14 @@ def disabled_adapters(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def adapter_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The peft adapter weights of ``module`` keyed as peft saves them for that module (adapter name removed)."""
-    return get_peft_model_state_dict(module, save_embedding_layers=False)
+def adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The peft adapter weights of ``module`` keyed as peft saves them for that module (adapter name removed).
+
+    Args:
+        state: take the tensors from this state dict of ``module`` (names as in ``module.state_dict()``) instead of
+            from the module itself, e.g. the state a Lightning checkpoint holds.
+    """
+    return get_peft_model_state_dict(module, state_dict=state, save_embedding_layers=False)
 
 
 def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:

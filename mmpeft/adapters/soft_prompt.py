@@ -2,15 +2,14 @@
 
 peft's prompt tuning cannot ``generate`` from ``inputs_embeds``, which a VLM always uses, so the prompt is
 prepended here. It honours the adapter contract: base behaviour plus a delta (extra prefix positions), a disable
-switch (``enable_adapters``), and its parameter is the adapter.
+switch (``enable_adapters``), and its parameter is the adapter. The prefix stays inside the model: callers see
+outputs aligned with their input (``VisionLanguageModel.forward``).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from mmpeft.types import IGNORE_INDEX
 
 
 class SoftPrompt(nn.Module):
@@ -34,20 +33,17 @@ class SoftPrompt(nn.Module):
     def enable_adapters(self, enabled: bool) -> None:
         self.enabled = enabled
 
-    def prepend(
-        self, embeds: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``[B, T, D]``, ``[B, T]``, ``[B, T]`` -> the same with P prompt positions in front (labels IGNORE).
+    def prepend(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, T, D]``, ``[B, T]`` -> ``[B, P+T, D]``, ``[B, P+T]``: the P prompt positions in front, all attended.
 
-        With left padding the prompt sits before the pads; position ids derived from the attention mask then
-        continue across the gap, so batched and unbatched generation agree.
+        The model calls this just before its LLM and drops the P positions from what it returns. With left padding
+        the prompt sits before the pads; position ids derived from the attention mask then continue across the
+        gap, so batched and unbatched generation agree.
         """
         if not self.enabled:
-            return embeds, attention_mask, labels
+            return embeds, attention_mask
         b = embeds.shape[0]
         prompt = self.embeddings.to(embeds.dtype).unsqueeze(0).expand(b, -1, -1)
         embeds = torch.cat([prompt, embeds], dim=1)
         attention_mask = torch.cat([attention_mask.new_ones(b, prompt.shape[1]), attention_mask], dim=1)
-        if labels is not None:
-            labels = torch.cat([labels.new_full((b, prompt.shape[1]), IGNORE_INDEX), labels], dim=1)
-        return embeds, attention_mask, labels
+        return embeds, attention_mask

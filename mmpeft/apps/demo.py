@@ -6,7 +6,10 @@
    quarter of the topics and on out-of-domain prose, multiple-choice knowledge and arithmetic, chat instructions.
 3. Two training runs with the same VL steps: ``plain`` (projector + LoRA in both towers) and ``kl`` (the same
    plus KL to the frozen base LLM on 20% text-only rows; its batches carry extra text rows so both runs see the
-   same image rows per step). They train side by side in two processes, the CPU threads split between them
+   same image rows per step on average). Each is ``mmpeft fit`` with stacked configs (``RECIPES``: presets plus
+   ``configs/experiments/demo_plain.yaml`` / ``demo_kl.yaml``) and per-run values only; the exact command is
+   printed and written to ``<run>/command.txt``, which the training job runs, so ``sh <run>/command.txt`` by hand
+   trains the same weights. They train side by side in two processes, the CPU threads split between them
    (``--jobs 1``: one after the other); a status line shows both.
 4. Evaluation of both: VQA accuracy per question type against the majority-answer baselines with 95% intervals,
    CIDEr-D against a constant caption, every text probe on the adapted model and its base (computed once).
@@ -24,7 +27,7 @@ import json
 import logging
 import multiprocessing
 import os
-import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -34,81 +37,43 @@ from typing import Any
 
 import torch
 
+from mmpeft.apps.demo_data import prepare_data
+from mmpeft.apps.demo_report import DemoReport
 from mmpeft.atomic import write_json_atomic, write_text_atomic
 from mmpeft.callbacks.progress import read_progress
 from mmpeft.checkpoint import load_pretrained
 from mmpeft.data.input_format import renderer_for
-from mmpeft.data.schema import make_record
-from mmpeft.data.shards import MANIFEST, PreparedSample, write_shards
-from mmpeft.data.synthetic import write_benchmark
-from mmpeft.apps.demo_report import DemoReport
 from mmpeft.eval.captioning import caption_metrics
+from mmpeft.eval.loop import evaluate
 from mmpeft.eval.report import write_report
-from mmpeft.eval.run import evaluate
+from mmpeft.eval.task import EvalTask
+from mmpeft.eval.tasks import CaptionTask, TextProbeTask, VQATask
 from mmpeft.eval.text_probes import ChatStyleProbe, ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe
 from mmpeft.eval.vqa import vqa_accuracy
 from mmpeft.zoo import cache_root, resolve
 
 log = logging.getLogger(__name__)
 PROBES = files("mmpeft") / "resources" / "probes" / "v1"
-STEPS = 120  # VL steps per run by default
-REPLAY_WORDS = 8  # words of pydoc text per replay row: about 37 tokens with the prompt (16 words: 49, max 100)
-TEXT_RATIO = 0.2  # the kl run's share of text-only rows: 2 of 10 rows at batch 8
-RUNS = (("plain", False), ("kl", True))  # (name, KL-to-base guard)
+TEXT_RATIO = 0.2  # the kl arm's share of text-only rows (experiments/demo_kl.yaml): 2 of 10 rows on average
+PRESETS = ("trainer/cpu.yaml", "model/demo.yaml", "peft/demo.yaml")
+# the stacked configs of each arm; the experiment files start with the same command in a comment
+RECIPES = {"plain": (*PRESETS, "experiments/demo_plain.yaml"),
+           "kl": (*PRESETS, "experiments/demo_plain.yaml", "guard/kl_text.yaml", "experiments/demo_kl.yaml")}
+RECIPE_STEPS, RECIPE_BATCH = 120, 8  # what experiments/demo_plain.yaml says (tests/test_demo_recipe.py checks it)
+COMMAND_FILE = "command.txt"
 
 
 def say(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def pydoc_split() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """CPython's pydoc topics, sorted: every 4th for probing, the rest for replay (disjoint)."""
-    from pydoc_data.topics import topics
-
-    items = sorted(topics.items())
-    return [t for i, t in enumerate(items) if i % 4 != 0], [t for i, t in enumerate(items) if i % 4 == 0]
-
-
-def prepare_data(root: Path, quick: bool, seed: int) -> dict[str, Path]:
-    """Benchmark shards, replay shards and probe files under ``root`` (reused when present)."""
-    bench = root / ("shapes-quick" if quick else "shapes-v1") / f"seed{seed}"
-    if not (bench / "baselines.json").exists():
-        say(f"drawing the synthetic shapes benchmark into {bench}")
-        write_benchmark(str(bench), seed=seed, train_scenes=48 if quick else 2000, eval_scenes=12 if quick else 100,
-                        questions_per_scene=3, eval_per_type=8 if quick else 60,
-                        samples_per_shard=64 if quick else 500)
-    replay_topics, probe_topics = pydoc_split()
-    replay = root / f"replay-pydoc-{REPLAY_WORDS}w"
-    if not (replay / MANIFEST).exists():
-        say("writing the text-only replay corpus (pydoc topics)")
-        rng = random.Random(seed)
-        chunks = []
-        for name, text in replay_topics:
-            # short spans: replay rows no longer than VQA rows, so mixed batches do not pad to the text rows
-            words = text.split()
-            for start in range(0, max(1, len(words) - REPLAY_WORDS), REPLAY_WORDS):
-                chunks.append((name, " ".join(words[start : start + REPLAY_WORDS])))
-        rng.shuffle(chunks)
-
-        def prepare(item: tuple[int, tuple[str, str]]) -> PreparedSample:
-            i, (name, span) = item
-            record = make_record(f"pydoc-{i}", "replay_pydoc", conversations=[
-                {"role": "user", "content": f"Tell me about '{name}' in Python."},
-                {"role": "assistant", "content": span}])
-            return PreparedSample(key=f"{i:06d}", record=record)
-
-        write_shards(list(enumerate(chunks[:4000])), prepare, replay, samples_per_shard=500,
-                     description="replay corpus")
-    probe_file = root / "pydoc_probe.jsonl"
-    if not probe_file.exists():
-        write_text_atomic(probe_file, "".join(json.dumps({"text": text}) + "\n" for _, text in probe_topics))
-    return {"bench": bench, "replay": replay, "pydoc_probe": probe_file}
-
-
-def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
+def eval_tasks(paths: dict[str, Path], quick: bool) -> list[EvalTask]:
+    """The demo's evaluation of one run: VQA and captions on the benchmark's test split, every text probe on the
+    adapted model and its base. Without ``quick``: the tasks of the packaged ``configs/eval/demo.yaml`` (a test holds
+    them equal)."""
     tokens = 512 if quick else 2048
     limit = 6 if quick else None  # --quick checks the pipeline, not the scores
-    return [
+    probes = [
         PerplexityProbe("ppl_pydoc_heldout", str(paths["pydoc_probe"]), window=256 if quick else 512,
                         max_tokens=tokens),
         PerplexityProbe("ppl_prose", str(PROBES / "prose.txt"), window=256, max_tokens=tokens),
@@ -119,38 +84,69 @@ def probes(paths: dict[str, Path], quick: bool) -> list[Any]:
         ChatStyleProbe("chat", str(PROBES / "chat_prompts.jsonl"), max_new_tokens=8 if quick else 32,
                        limit=4 if quick else None),
     ]
+    return [VQATask(str(paths["bench"] / "test_vqa"), max_new_tokens=6),
+            CaptionTask(str(paths["bench"] / "test_captions"), max_new_tokens=12 if quick else 24, tokenizer="ptb"),
+            TextProbeTask(probes)]
 
 
-def train_args(name: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, guard: bool,
-               quick: bool, seed: int = 0) -> list[str]:
-    """``mmpeft fit`` arguments of one demo run (``configs/`` presets + the demo's data, steps and probes).
+def train_args(name: str, arm: str, out: Path, paths: dict[str, Path], steps: int, batch_size: int, quick: bool,
+               seed: int = 0) -> list[str]:
+    """``mmpeft fit`` arguments of one demo run: the arm's stacked configs (``RECIPES``) and the per-run values only.
 
-    ``seed`` is the training seed (initialisation, dropout, data order); the benchmark is the same for every seed.
+    Per run: the run directory, the seed (initialisation, dropout, data order; the benchmark is the same for every
+    seed), the data paths under the cache, steps and batch size where they differ from
+    the recipe (``--steps``, ``--batch-size``, ``--quick``), and how a background run is watched (a progress file
+    instead of a progress bar: no effect on training).
     """
     run_dir = out / name
-    args = ["fit", "--config", "configs/trainer/cpu.yaml", "--config", "configs/model/demo.yaml",
-            "--config", "configs/peft/demo.yaml", f"--seed_everything={seed}", f"--data.seed={seed}",
-            f"--data.train_shards={paths['bench'] / 'train'}", f"--data.batch_size={batch_size}",
-            "--data.num_workers=0", "--data.shuffle_buffer=500", f"--run_dir={run_dir}",
-            f"--trainer.max_steps={steps}", "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=5",
-            "--trainer.enable_progress_bar=false",  # runs in the background: progress.json feeds the status line
-            f"--checkpoint_every_n_steps={steps}", "--keep_checkpoints=1",
-            "--trainer.callbacks+=mmpeft.callbacks.progress.ProgressFile",
-            f"--trainer.callbacks.path={run_dir / 'progress.json'}",
-            "--trainer.callbacks+=mmpeft.callbacks.probes.ForgettingProbes",
-            f"--trainer.callbacks.every_n_steps={max(1, steps // 2)}", "--trainer.callbacks.max_new_tokens=6",
-            "--trainer.callbacks.batch_size=32",
-            "--trainer.callbacks.probes+=mmpeft.eval.text_probes.PerplexityProbe",
-            "--trainer.callbacks.probes.name=ppl_prose",
-            f"--trainer.callbacks.probes.path={PROBES / 'prose.txt'}",
-            "--trainer.callbacks.probes.window=256", f"--trainer.callbacks.probes.max_tokens={512 if quick else 1024}",
-            f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}",
-            "--trainer.callbacks.vqa_limit=16"]
-    if guard:
-        # the same image rows per step as the plain run, plus TEXT_RATIO text-only rows for the KL term
-        args += ["--config", "configs/guard/kl_text.yaml", f"--data.text_shards={paths['replay']}",
-                 f"--data.text_ratio={TEXT_RATIO}", f"--data.batch_size={round(batch_size / (1 - TEXT_RATIO))}"]
-    return args
+    args = ["fit"]
+    for config in RECIPES[arm]:
+        args += ["--config", config]  # a packaged preset, from any directory (mmpeft.config_files)
+    args += [f"--run_dir={run_dir}", f"--seed_everything={seed}", f"--data.seed={seed}",
+             f"--data.train_shards={paths['bench'] / 'train'}"]
+    if arm == "kl":
+        args.append(f"--data.text_shards={paths['replay']}")
+    # --trainer.callbacks.KEY sets KEY on the last callback of the list: the recipe's probe callback, so these
+    # come before the progress file is appended
+    args.append(f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}")
+    if steps != RECIPE_STEPS:
+        args += [f"--trainer.max_steps={steps}", f"--checkpoint_every_n_steps={steps}",
+                 f"--trainer.callbacks.every_n_steps={max(1, steps // 2)}"]
+    if quick:
+        args.append("--trainer.callbacks.probes.max_tokens=512")
+    if batch_size != RECIPE_BATCH:  # the kl arm adds text-only rows to the same image rows per step
+        args.append(f"--data.batch_size={batch_size if arm == 'plain' else round(batch_size / (1 - TEXT_RATIO))}")
+    return args + watch_args(run_dir)
+
+
+def watch_args(run_dir: Path) -> list[str]:
+    """How the demo watches a background run: a progress file for its status line instead of a progress bar (no
+    effect on training). Last in a command: ``--trainer.callbacks.path`` sets the appended callback's path."""
+    return ["--trainer.enable_progress_bar=false", "--trainer.callbacks+=mmpeft.callbacks.progress.ProgressFile",
+            f"--trainer.callbacks.path={run_dir / 'progress.json'}"]
+
+
+def write_command(run_dir: Path, args: list[str], threads: int) -> str:
+    """``<run_dir>/command.txt``: the exact command of a training job, which the job then runs (``read_command``).
+
+    It names the job's CPU threads, on which CPU results depend (measured: the quick demo's plain run trained with
+    2 threads instead of 1 differs in 133 of its 134 saved tensors after 4 steps), so by hand (``sh
+    <run>/command.txt``, ``mmpeft`` on the PATH) the same command gives the same weights, bit for bit.
+    """
+    line = f"OMP_NUM_THREADS={threads} mmpeft {shlex.join(args)}"
+    write_text_atomic(run_dir / COMMAND_FILE, f"# written by mmpeft demo: the run in this directory\n{line}\n")
+    return line
+
+
+def read_command(path: str | Path) -> list[str]:
+    """The ``mmpeft`` arguments of a command file written by ``write_command`` (its environment settings apart)."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    words = shlex.split(lines[-1]) if lines else []
+    while words and "=" in words[0] and words[0] != "mmpeft":
+        words.pop(0)
+    if not words or words[0] != "mmpeft":
+        raise ValueError(f"{path}: no `mmpeft ...` command line in it")
+    return words[1:]
 
 
 def baselines(bench: Path, predictions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,10 +170,8 @@ def evaluate_run(run_dir: Path, paths: dict[str, Path], quick: bool, base_cache:
     vlm = load_pretrained(run_dir / "checkpoints" / "last.ckpt")
     renderer = renderer_for(vlm)  # the format the run trained with, saved in its checkpoint (configs/model/demo.yaml)
     say(f"evaluating '{run_dir.name}': VQA, captions, text probes (adapted and base)")
-    scores, predictions = evaluate(vlm, renderer, vqa=str(paths["bench"] / "test_vqa"),
-                                   captions=str(paths["bench"] / "test_captions"), probes=probes(paths, quick),
-                                   batch_size=32, max_new_tokens={"vqa": 6, "captions": 12 if quick else 24},
-                                   base_cache=base_cache, caption_tokenizer="ptb")
+    scores, predictions = evaluate(vlm, eval_tasks(paths, quick), renderer=renderer, batch_size=32,
+                                   base_cache=base_cache)
     scores["step"] = json.loads((run_dir / "checkpoints" / "last.ckpt" / "mmpeft_config.json").read_text())[
         "extra"]["global_step"]
     (run_dir / "eval").mkdir(exist_ok=True)
@@ -233,9 +227,9 @@ def _run_job(kind: str, payload: dict[str, Any], threads: int, log_path: str) ->
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(threads)
     if kind == "train":
-        from mmpeft.cli import cli_main
+        from mmpeft.apps.main import cli_main
 
-        cli_main(payload["args"])
+        cli_main(read_command(payload["command_file"]))
         return
     base_file = Path(payload["base_file"])
     base_cache = json.loads(base_file.read_text()) if base_file.exists() else {}
@@ -273,6 +267,10 @@ def run_jobs(jobs: list[Job], parallel: int, cpus: int, status_every: float = 20
             for job in ready:
                 job.threads = max(1, free // len(ready))
                 job.log.parent.mkdir(parents=True, exist_ok=True)
+                if job.kind == "train":  # the job runs the command file: what it says is what ran
+                    command = write_command(job.log.parent, job.payload["args"], job.threads)
+                    job.payload["command_file"] = str(job.log.parent / COMMAND_FILE)
+                    say(f"'{job.name}' runs: {command}")
                 job.process = context.Process(target=_run_job, args=(job.kind, job.payload, job.threads,
                                                                      str(job.log)), name=f"{job.name}-{job.kind}")
                 job.process.start()
@@ -316,9 +314,9 @@ def main(argv: list[str] | None = None) -> str:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")
-    parser.add_argument("--steps", type=int, default=None, help=f"VL training steps per run (default {STEPS}; "
+    parser.add_argument("--steps", type=int, default=None, help=f"VL training steps per run (default {RECIPE_STEPS}; "
                         "quick 4)")
-    parser.add_argument("--batch-size", type=int, default=8, help="image rows per step")
+    parser.add_argument("--batch-size", type=int, default=RECIPE_BATCH, help="image rows per step")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained / evaluated at the same time, CPU threads "
                         "split between them (1: one after the other, each with every thread)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic benchmark (the same for every run)")
@@ -332,19 +330,19 @@ def main(argv: list[str] | None = None) -> str:
     start = time.perf_counter()
     out = Path(args.out or ("runs/demo-quick" if args.quick else "runs/demo"))
     out.mkdir(parents=True, exist_ok=True)
-    steps = args.steps or (4 if args.quick else STEPS)
+    steps = args.steps or (4 if args.quick else RECIPE_STEPS)
     batch_size = 4 if args.quick else args.batch_size
     say(f"preparing towers in {cache_root()} (the first run converts them: about a minute)")
     resolve("zoo:smollm2-135m-instruct")
     resolve("zoo:efficientnet-lite0")
-    paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed)
+    paths = prepare_data(cache_root() / "demo-data", args.quick, args.seed, say)
     base_file = out / "base_probes.json"  # the base model's probe results, computed by the first evaluation
     base_file.unlink(missing_ok=True)
-    # (run name, arm, guard, seed), seeds interleaved so parallel jobs train both arms of a seed side by side
-    plan = [(name, arm, guard, seed) for seed in range(args.seeds) for arm, guard in RUNS
+    # (run name, arm, seed), seeds interleaved so parallel jobs train both arms of a seed side by side
+    plan = [(name, arm, seed) for seed in range(args.seeds) for arm in RECIPES
             for name in [run_names(arm, args.seeds)[seed]]]
-    jobs = [Job(name, "train", {"args": train_args(name, out, paths, steps, batch_size, guard, args.quick, seed)},
-                out / name / "train.log") for name, _, guard, seed in plan]
+    jobs = [Job(name, "train", {"args": train_args(name, arm, out, paths, steps, batch_size, args.quick, seed)},
+                out / name / "train.log") for name, arm, seed in plan]
     # evaluations one after the other: the first computes the base model's probes, the others reuse them
     jobs += [Job(name, "eval", {"run_dir": out / name, "paths": paths, "quick": args.quick, "base_file": base_file},
                  out / name / "eval.log", after=(f"{name}/train",) + tuple(f"{n}/eval" for n, *_ in plan[:i]))
@@ -352,9 +350,10 @@ def main(argv: list[str] | None = None) -> str:
     for job in jobs:
         job.log.unlink(missing_ok=True)
     say(f"{len(plan)} runs of {steps} VL steps ({args.seeds} training seed{'s' * (args.seeds > 1)} per arm): "
-        + ", ".join(f"'{n}'" + (f" (+ KL-to-base on {TEXT_RATIO:.0%} text-only rows)" if g else "") for n, g in RUNS))
+        f"'plain' ({', '.join(RECIPES['plain'])}) and 'kl' (+ KL-to-base on {TEXT_RATIO:.0%} text-only rows: "
+        f"{', '.join(RECIPES['kl'][len(RECIPES['plain']):])})")
     run_jobs(jobs, args.jobs, max(1, torch.get_num_threads()))
-    arms = {arm: [load_eval(out / name) for name in run_names(arm, args.seeds)] for arm, _ in RUNS}
+    arms = {arm: [load_eval(out / name) for name in run_names(arm, args.seeds)] for arm in RECIPES}
     base = baselines(paths["bench"], arms["plain"][0]["predictions"])
     write_report([out / name for name, *_ in plan], out)  # curves.png (and the cross-run table report.json)
     text = report(out, arms, base, time.perf_counter() - start, args.quick)

@@ -7,6 +7,7 @@ and the merged export reproduce the trained model's greedy answers.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mmpeft.adapters import AdapterSpec
-from mmpeft.checkpoint import export, load_pretrained, save_trainable
 from mmpeft.apps.tiny import save_tiny_llm, save_tiny_open_clip
+from mmpeft.checkpoint import export, load_pretrained, save_trainable
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import OpenClipVisionTower
 from mmpeft.trainability import format_trainability
@@ -97,6 +98,15 @@ def run(workdir: str | Path = "runs/quickstart", steps: int = 150, seed: int = 0
     return figures
 
 
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """``mmpeft quickstart [--workdir DIR] [--steps N]``."""
+    parser = argparse.ArgumentParser(prog="mmpeft quickstart", description=__doc__)
+    parser.add_argument("--workdir", default="runs/quickstart", help="where towers, checkpoint and export go")
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps")
+    args = parser.parse_args(argv)
+    return run(args.workdir, steps=args.steps)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    run()
+    main()

@@ -7,10 +7,14 @@ Everything is deterministic given ``seed``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import torch
+
+from mmpeft.atomic import atomic_path, write_text_atomic
+from mmpeft.atomic_directory import atomic_directory
 
 TINY_OPEN_CLIP = "ViT-Tiny-Test"
 TINY_CHAT_TEMPLATE = (
@@ -59,8 +63,9 @@ def save_tiny_llm(directory: str | Path, *, vocab_size: int = 512, hidden_size: 
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
     )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tok.save_pretrained(directory)
+    with atomic_directory(directory) as tmp:  # the model and its tokenizer appear together or not at all
+        LlamaForCausalLM(config).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return directory
 
 
@@ -76,15 +81,16 @@ def save_tiny_open_clip(directory: str | Path, *, image_size: int = 32, seed: in
         "vision_cfg": {"image_size": image_size, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
         "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
     }
-    (directory / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(cfg))
+    write_text_atomic(directory / f"{TINY_OPEN_CLIP}.json", json.dumps(cfg))
     open_clip.add_model_config(directory / f"{TINY_OPEN_CLIP}.json")
     torch.manual_seed(seed)
     model = open_clip.create_model(TINY_OPEN_CLIP, pretrained=None)
-    (directory / "open_clip_config.json").write_text(json.dumps({
+    write_text_atomic(directory / "open_clip_config.json", json.dumps({
         "model_cfg": cfg,
         "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)},
     }))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / "open_clip_model.safetensors")
+    with atomic_path(directory / "open_clip_model.safetensors") as tmp:  # last: save_tiny_towers checks for it
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
     return f"local-dir:{directory}"
 
 
@@ -109,13 +115,17 @@ def _save_timm(name: str, path: str | Path, seed: int, **kwargs) -> Path:
     model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
     return path
 
 
-def save_tiny_towers(directory: str | Path = ".mmpeft_cache/tiny") -> Path:
-    """All tiny towers in one directory, where ``configs/model/tiny.yaml`` expects them (idempotent)."""
-    directory = Path(directory)
+def save_tiny_towers(directory: str | Path | None = None) -> Path:
+    """All tiny towers in one directory (idempotent). The default, ``$MMPEFT_CACHE/tiny`` (``mmpeft.zoo.tiny_dir``),
+    is where ``configs/model/tiny.yaml`` and ``configs/data/tiny.yaml`` look (``zoo:tiny/...``), from any directory."""
+    from mmpeft.zoo import tiny_dir
+
+    directory = tiny_dir() if directory is None else Path(directory)
     if not (directory / "llm" / "config.json").exists():
         save_tiny_llm(directory / "llm")
     if not (directory / "open_clip" / "open_clip_model.safetensors").exists():
@@ -159,9 +169,21 @@ def save_tiny_shards(directory: str | Path, *, image_samples: int = 64, text_sam
             {"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": str(a + b)}])
         return PreparedSample(key=f"{i:06d}", record=record)
 
-    if not (directory / "train" / "manifest.json").exists():
-        write_shards(range(image_samples), image_sample, directory / "train", samples_per_shard=samples_per_shard)
-        write_shards(range(image_samples, image_samples + 16), image_sample, directory / "val",
-                     samples_per_shard=samples_per_shard)
-        write_shards(range(text_samples), text_sample, directory / "text", samples_per_shard=samples_per_shard)
+    splits = {"train": (range(image_samples), image_sample),
+              "val": (range(image_samples, image_samples + 16), image_sample),
+              "text": (range(text_samples), text_sample)}
+    for split, (items, prepare) in splits.items():  # each split by its own manifest (written last): resumable
+        if not (directory / split / "manifest.json").exists():
+            write_shards(items, prepare, directory / split, samples_per_shard=samples_per_shard)
+    return directory
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """``mmpeft tiny-towers [DIR]``: prints and returns the directory."""
+    parser = argparse.ArgumentParser(prog="mmpeft tiny-towers", description=save_tiny_towers.__doc__)
+    parser.add_argument("directory", nargs="?", default=None,
+                        help="where to write them (default $MMPEFT_CACHE/tiny, ~/.cache/mmpeft/tiny unless set: where "
+                             "configs/model/tiny.yaml and configs/data/tiny.yaml look, as zoo:tiny/...)")
+    directory = save_tiny_towers(parser.parse_args(argv).directory)
+    print(directory)
     return directory

@@ -8,6 +8,10 @@ Layout of ``step=000100.ckpt/``::
                               the model files of ``mmpeft.checkpoint`` (so ``load_pretrained`` / ``mmpeft export``
                               read any training checkpoint directly, and peft reads ``llm_adapter/``)
 
+The model files come with the checkpoint dict, as data under ``mmpeft.checkpoint.MODEL_FILES_KEY`` (put there by
+``VLMModule.on_save_checkpoint``, from the trainable state that dict holds); this plugin knows no model. A dict
+without that entry gives the two Lightning files only.
+
 A process killed while saving leaves the previous checkpoint (or nothing) in place, as ``load_checkpoint`` reads it:
 see ``mmpeft.atomic_directory`` for the exact guarantee. Loading reads JSON and safetensors only.
 """
@@ -24,7 +28,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from safetensors.torch import load_file, save_file
 
 from mmpeft.atomic_directory import atomic_directory, recover_directory
-from mmpeft.checkpoint import write_trainable
+from mmpeft.checkpoint import MODEL_FILES_KEY, write_model_files
 
 STATE_JSON = "lightning.json"
 STATE_TENSORS = "lightning.safetensors"
@@ -67,25 +71,19 @@ def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 class SafetensorsCheckpointIO(CheckpointIO):
-    """Lightning ``CheckpointIO`` writing the directory layout above.
-
-    ``vlm`` is attached by ``VLMModule.setup`` so the model files go into every checkpoint.
-    """
-
-    def __init__(self):
-        self.vlm = None
+    """Lightning ``CheckpointIO`` writing the directory layout above."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         if storage_options:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        model_files = checkpoint.get(MODEL_FILES_KEY)
         tensors: dict[str, torch.Tensor] = {}
-        structure = flatten(checkpoint, "", tensors)
-        with atomic_directory(path) as tmp:
+        structure = flatten({k: v for k, v in checkpoint.items() if k != MODEL_FILES_KEY}, "", tensors)
+        with atomic_directory(path) as tmp:  # every file below is written inside it: the set is atomic
             (tmp / STATE_JSON).write_text(json.dumps(structure))
             save_file(tensors, tmp / STATE_TENSORS)
-            if self.vlm is not None:
-                write_trainable(self.vlm, tmp, extra={"global_step": checkpoint.get("global_step"),
-                                                      "epoch": checkpoint.get("epoch")})
+            if model_files is not None:
+                write_model_files(tmp, model_files)
 
     def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:

@@ -13,14 +13,15 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from mmpeft.data.shards import write_json_atomic
+from mmpeft.atomic import write_json_atomic
 
 
 class ProgressFile(Callback):
     """After every optimizer step, ``path`` holds ``{"step", "max_steps", "loss", "elapsed_s", "eta_s"}``.
 
-    Written atomically (a temporary file, then ``os.replace``): a reader never sees half a file. ``eta_s`` is
-    extrapolated from the mean step time so far (``None`` before the first step or without ``max_steps``).
+    Written atomically (``mmpeft.atomic``: a temporary file, fsynced, then renamed): a reader never sees half a
+    file. ``eta_s`` is extrapolated from the mean step time so far (``None`` before the first step or without
+    ``max_steps``).
     """
 
     def __init__(self, path: str):

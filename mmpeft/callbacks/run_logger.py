@@ -8,11 +8,16 @@ run (step 0) in a used run directory therefore moves all earlier rows there.
 
 ``RunConfigSaver`` writes ``config.yaml`` like LightningCLI does, but keeps an earlier, different ``config.yaml``
 as ``config.<n>.yaml`` (the resumed run's config differs at least in ``ckpt_path``).
+
+Writes: ``config.yaml``, the merged ``metrics.csv``, ``metrics.superseded.csv`` and every rewrite of ``metrics.csv``
+under a new header (a column first logged) replace the file atomically (``mmpeft.atomic``). New rows are appended
+by Lightning's writer: an append log, where a crash can cut only the rows being appended, never earlier ones.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from pathlib import Path
@@ -21,6 +26,8 @@ from typing import Any
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from mmpeft.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,12 @@ class ContinuingExperimentWriter(ExperimentWriter):
             self._merge_previous(min(int(m["step"]) for m in self.metrics))
         super().save()
 
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """Lightning rewrites the whole file in place when a column is first logged; here, atomically."""
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        _write_rows_atomic(Path(self.metrics_file_path), rows, fieldnames)
+
     def _merge_previous(self, first_new_step: int) -> None:
         kept = [r for r in self._previous if not r.get("step") or int(r["step"]) < first_new_step]
         superseded = [r for r in self._previous if r.get("step") and int(r["step"]) >= first_new_step]
@@ -78,31 +91,38 @@ class RunCSVLogger(CSVLogger):
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """LightningCLI's config saver that keeps an earlier, different ``config.yaml`` as ``config.<n>.yaml``."""
+    """LightningCLI's config saver, writing ``config.yaml`` atomically (rank zero, in ``trainer.log_dir``) and
+    keeping an earlier, different ``config.yaml`` as ``config.<n>.yaml``: nothing is overwritten but the same
+    config. ``multifile`` is not supported."""
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if self.already_saved:
+            return
+        if self.multifile:
+            raise ValueError("RunConfigSaver writes one config.yaml: set save_config_kwargs multifile=False")
         log_dir = trainer.log_dir  # a collective: every rank calls it
-        if log_dir and trainer.is_global_zero:
-            path = Path(log_dir) / self.config_filename
-            if path.is_file():
-                new = self.parser.dump(self.config, skip_none=False)
-                if path.read_text() != new:
+        if trainer.is_global_zero:
+            if log_dir:
+                path = Path(log_dir) / self.config_filename
+                new = self.parser.dump(self.config, skip_none=False)  # what LightningCLI's saver writes
+                if path.is_file() and path.read_text() != new:
                     n = 1
                     while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
                         n += 1
                     path.rename(path.with_name(f"{path.stem}.{n}{path.suffix}"))
-        super().setup(trainer, pl_module, stage)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, new)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)  # all ranks agree, as Lightning's
 
 
 def _write_rows_atomic(path: Path, rows: list[dict[str, str]], keys: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def _append_rows(path: Path, rows: list[dict[str, str]], keys: list[str]) -> None:

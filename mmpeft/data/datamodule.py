@@ -6,40 +6,18 @@ CLI calls before any loader is built; nothing about the towers is repeated in th
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
-from braceexpand import braceexpand
 
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.collate import Collator
 from mmpeft.data.loader import VLLoader, VLStream
 from mmpeft.data.pipeline import SampleProcessor, ShardRows, SkipCounts
-from mmpeft.data.shards import shard_urls
-
-
-def resolve_shards(spec: str | list[str] | None) -> list[str] | None:
-    """Shard paths from a shard directory (its manifest), a glob, a brace pattern, or a list of those."""
-    if spec is None:
-        return None
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    urls: list[str] = []
-    for item in specs:
-        if Path(item).is_dir():
-            urls += shard_urls(item)
-            continue
-        for pattern in braceexpand(item):
-            matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-            urls += matches
-    missing = [u for u in urls if "://" not in u and not Path(u).exists()]
-    if not urls or missing:
-        raise FileNotFoundError(f"shard spec {spec!r} gives no readable shards (missing: {missing[:3]}); give a "
-                                "directory written by a data_prep converter, a glob or a brace pattern")
-    return urls
+from mmpeft.data.shard_specs import resolve_shards
 
 
 def check_data_options(*, text_ratio: float, text_shards: Any, batch_size: int, eval_batch_size: int | None,

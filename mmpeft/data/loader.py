@@ -18,7 +18,6 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -27,6 +26,7 @@ from mmpeft.data.collate import Collator, batch_rows
 from mmpeft.data.integrity import LOST_REASONS, PartialData, describe_losses
 from mmpeft.data.mixing import ReplayMixer
 from mmpeft.data.pipeline import NoUsableRows, Placement, ShardRows, SkipCounts
+from mmpeft.types import Batch
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class VLStream(IterableDataset):
         self.epoch = 0
         self.rank, self.world_size = 0, 1
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         place = Placement(epoch=self.epoch, rank=self.rank, world_size=self.world_size,
                           worker=info.id if info else 0, num_workers=info.num_workers if info else 1,
@@ -190,8 +190,8 @@ class VLLoader:
         self.consumed = dict(state)
         self.set_epoch(state["epoch"], skip_batches=state["next_batch"])
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """One epoch of batches; each carries ``epoch`` and ``index`` (its position within the epoch)."""
+    def __iter__(self) -> Iterator[Batch]:
+        """One epoch of ``Batch``es; each carries ``epoch`` and ``index`` (its position within the epoch)."""
         self.stream.epoch = self.epoch
         self.stream.rank, self.stream.world_size = distributed_placement()
         self.skips.reset()

@@ -15,7 +15,6 @@ unless told to overwrite, which deletes the old shards first: outputs are never 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ FINGERPRINT = "fingerprint.json"
 # the shard files write_shards makes (and only those are ever deleted by --overwrite); temp files of atomic writes
 # are <name>.tmp (older mmpeft) or <name>.<16 hex>.tmp (mmpeft.atomic.temp_path), left behind by a killed run
 _TEMP = r"(\.[0-9a-f]{16})?\.tmp"
-_WRITTEN = re.compile(rf"^[A-Za-z0-9_\-]+-\d{{6,}}\.(tar|tar\.tmp|stats\.json|stats\.json{_TEMP})$")
+_WRITTEN = re.compile(rf"^[A-Za-z0-9_\-]+-\d{{6,}}\.(tar|stats\.json)({_TEMP})?$")
 _WRITTEN_TOP = re.compile(rf"^({re.escape(MANIFEST)}|{re.escape(FINGERPRINT)})({_TEMP})?$")
 
 
@@ -224,8 +223,8 @@ def _write_one_shard(path: Path, chunk: Sequence[Any], prepare, pool, skips: Ski
         except SampleError as e:
             return e
 
-    tmp = path.with_name(path.name + ".tmp")
-    with wds.TarWriter(str(tmp), mtime=0.0) as writer:  # fixed mtime: identical inputs give identical bytes
+    # fixed mtime: identical inputs give identical bytes
+    with atomic.atomic_path(path) as tmp, wds.TarWriter(str(tmp), mtime=0.0) as writer:
         for result in pool.map(attempt, chunk):
             if isinstance(result, SampleError):
                 local.skip(result)
@@ -239,7 +238,6 @@ def _write_one_shard(path: Path, chunk: Sequence[Any], prepare, pool, skips: Ski
             image_samples += bool(result.record["images"])
             sources[result.record["source"]] += 1
             changed.update(result.changes)
-    os.replace(tmp, path)
     skips.merge(local.counts)
     for reason, msgs in local.messages.items():
         skips.messages.setdefault(reason, []).extend(msgs[: skips.examples - len(skips.messages.get(reason, []))])

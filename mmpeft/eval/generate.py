@@ -71,17 +71,19 @@ def read_eval_records(urls: list[str], image_transform: Callable[[Any], torch.Te
 
 def predict(vlm: VisionLanguageModel, renderer: ChatRenderer, urls: list[str], batch_size: int = 8,
             max_new_tokens: int = 32, skips: SkipLog | None = None, limit: int | None = None,
-            description: str = "generate", audit: ShardAudit | None = None) -> list[dict[str, Any]]:
+            description: str = "generate", audit: ShardAudit | None = None, progress: bool = True,
+            ) -> list[dict[str, Any]]:
     """Greedy answers for the records of ``urls``: ``[{"id", "where", "prediction", "eval", "source"}]``.
 
     A record that cannot be prompted is a counted skip in ``skips`` and ``audit`` (see ``read_eval_records``):
     ``no_prompt`` (a plain-text record) or ``too_long`` (its prompt exceeds ``renderer.max_length``). ``audit``
-    (default: one that allows partial sets) also collects lost rows per shard; ``limit`` counts predictions."""
+    (default: one that allows partial sets) also collects lost rows per shard; ``limit`` counts predictions.
+    ``progress``: show a progress bar."""
     skips = skips if skips is not None else SkipLog()
     audit = audit if audit is not None else ShardAudit()
     out: list[dict[str, Any]] = []
     batch: list[tuple[EvalSample, list[int]]] = []
-    bar = tqdm(desc=description, unit="sample", total=limit)
+    bar = tqdm(desc=description, unit="sample", total=limit, disable=not progress)
 
     def flush() -> None:
         pixels = [s.pixels for s, _ in batch if s.pixels is not None]

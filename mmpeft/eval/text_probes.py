@@ -27,7 +27,9 @@ the model's.
 probe's items (perplexity: its windows; paired for the difference, see ``mmpeft.eval.probe_statistics``). The
 probes go through ``VisionLanguageModel.forward`` / ``generate``, so a soft prompt counts as part of the adapted model.
 
-Probe files are JSONL; each line is checked and a bad one is reported with its file, line and id.
+Probe files are JSONL; each line is checked and a bad one is reported with its file, line and id. A ``path`` is the
+user's file, else one of the packaged probe sets (``v1/prose.txt``; ``mmpeft.eval.probe_files``). In an evaluation,
+the probes run as one task (``mmpeft.eval.tasks.TextProbeTask``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import math
 import re
 import string
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,59 +48,33 @@ from tqdm.auto import tqdm
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.data.chat import ChatRenderer
+from mmpeft.data.collate import Collator
 from mmpeft.data.input_format import renderer_for
 from mmpeft.data.schema import IMAGE_MARKER, SampleError
+from mmpeft.eval.probe_files import read_corpus, read_jsonl
 from mmpeft.eval.probe_statistics import probe_intervals, rouge_l_to_base
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
 
 
-def read_jsonl(path: str | Path, required: dict[str, type | tuple[type, ...]]) -> list[dict[str, Any]]:
-    """Lines of a JSONL probe file, each checked for ``required`` fields and types."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"probe file {path} not found")
-    items = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from e
-        where = f"{path}:{line_no} (id {item.get('id', '?')!r})" if isinstance(item, dict) else f"{path}:{line_no}"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected an object with fields {sorted(required)}")
-        for name, kind in required.items():
-            if name not in item or not isinstance(item[name], kind):
-                raise ValueError(f"{where}: field {name!r} missing or not {getattr(kind, '__name__', kind)}; "
-                                 f"this probe needs {sorted(required)}")
-        items.append(item)
-    if not items:
-        raise ValueError(f"probe file {path} has no items")
-    return items
-
-
 @torch.no_grad()
 def sequence_logprobs(vlm: VisionLanguageModel, sequences: Sequence[tuple[list[int], int]], batch_size: int = 16,
                       ) -> list[tuple[float, int]]:
-    """Summed log-probability of the last ``n`` tokens of each ``(ids, n)`` given the rest: ``(logprob, n)``."""
+    """Summed log-probability of the last ``n`` (< ``len(ids)``) tokens of each ``(ids, n)`` given the rest:
+    ``(logprob, n)``. Each chunk is a text-only ``Batch`` from the training collator, ``labels`` the scored tokens."""
     device = vlm.llm.model.device
-    pad = vlm.llm.tokenizer.pad_token_id
+    collate = Collator(vlm.llm.tokenizer.pad_token_id)
     out = []
     for start in range(0, len(sequences), batch_size):
         chunk = sequences[start : start + batch_size]
-        length = max(len(ids) for ids, _ in chunk)
-        input_ids = torch.full((len(chunk), length), pad, dtype=torch.long)
-        labels = torch.full_like(input_ids, IGNORE_INDEX)
-        mask = torch.zeros_like(input_ids)
-        for i, (ids, n) in enumerate(chunk):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, len(ids) - n : len(ids)] = torch.tensor(ids[len(ids) - n :])
-            mask[i, : len(ids)] = 1
-        result = vlm(input_ids=input_ids.to(device), attention_mask=mask.to(device))
-        hidden = result.hidden_states[:, result.prefix_length :]  # drop soft-prompt positions
-        targets = labels.to(device)[:, 1:]
+        if any(n >= len(ids) for ids, n in chunk):  # token 0 has no prediction: it would count but not score
+            raise ValueError("sequence_logprobs scores at most len(ids) - 1 final tokens; put context before them")
+        batch = collate([{"input_ids": torch.tensor(ids), "pixel_values": None,
+                          "labels": torch.tensor([IGNORE_INDEX] * (len(ids) - n) + ids[len(ids) - n :])}
+                         for ids, n in chunk])
+        result = vlm(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        hidden = result.hidden_states  # [B, T, D], aligned with the batch
+        targets = batch["labels"].to(device)[:, 1:]
         selected = targets != IGNORE_INDEX
         logp = torch.log_softmax(vlm.llm.head_logits(hidden[:, :-1][selected]).float(), dim=-1)
         token_logp = logp.gather(1, targets[selected].unsqueeze(1)).squeeze(1)
@@ -134,10 +109,7 @@ class PerplexityProbe(TextProbe):
     def __init__(self, name: str, path: str, window: int = 512, max_tokens: int | None = None,
                  batch_size: int = 8):
         self.name, self.path, self.window, self.max_tokens, self.batch_size = name, path, window, max_tokens, batch_size
-        if Path(path).suffix == ".txt":
-            self.texts = [t for t in Path(path).read_text(encoding="utf-8").split("\n\n") if t.strip()]
-        else:
-            self.texts = [item["text"] for item in read_jsonl(path, {"text": str})]
+        self.texts = read_corpus(path)
 
     def run(self, vlm: VisionLanguageModel) -> dict[str, float]:
         tok = vlm.llm.tokenizer

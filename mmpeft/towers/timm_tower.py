@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 
+from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local
 from mmpeft.towers.vision import VisionTower, absolute_index, conv_layer_names, linear_layer_names
@@ -50,6 +51,8 @@ class TimmVisionTower(VisionTower):
     Local paths (``checkpoint_path``, ``weights_file``) are kept absolute in ``init_args``.
     """
 
+    # local paths become absolute: saved configs must not depend on the current directory
+    @records_init_args(checkpoint_path=absolute_if_local, weights_file=absolute_if_local)
     def __init__(
         self,
         name: str,
@@ -67,12 +70,6 @@ class TimmVisionTower(VisionTower):
         import timm
         from timm.data import create_transform, resolve_data_config
 
-        # local paths become absolute: saved configs must not depend on the current directory
-        checkpoint_path, weights_file = absolute_if_local(checkpoint_path), absolute_if_local(weights_file)
-        self.init_args = dict(name=name, pretrained=pretrained, checkpoint_path=checkpoint_path,
-                              feature_layer=feature_layer, keep_prefix_tokens=keep_prefix_tokens,
-                              image_size=image_size, model_kwargs=model_kwargs, dtype=dtype, weights_file=weights_file,
-                              cache_prefix_blocks=cache_prefix_blocks)
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
             raise ValueError(f"Unknown timm model {name!r}. Close matches: {close}. All names: timm.list_models().")

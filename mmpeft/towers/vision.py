@@ -1,7 +1,7 @@
 """Vision towers: any open_clip or timm image encoder as a frozen ``[B, 3, H, W] -> [B, N, D]`` token encoder.
 
 This file holds the shared contract (``VisionTower``) and ``OpenClipVisionTower``; ``TimmVisionTower`` lives in
-``mmpeft.towers.timm_tower`` (``from mmpeft.towers.vision import TimmVisionTower`` still works). Every tower is
+``mmpeft.towers.timm_tower`` (saved configs naming its old path still load). Every tower is
 frozen on construction and has ``embed_dim``, ``num_tokens`` for its input size, an ``image_transform`` (PIL
 image -> ``[3, H, W]`` tensor), and a family default for adapter targets.
 Tokens come from ``forward_intermediates`` at ``feature_layer`` (LLaVA uses ``-2``, the second-to-last block);
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local, absolute_open_clip_name
 from mmpeft.weight_files import load_weights
@@ -138,6 +139,8 @@ class OpenClipVisionTower(VisionTower):
     Local paths (``local-dir:`` names, a ``pretrained`` file, ``weights_file``) are kept absolute in ``init_args``.
     """
 
+    # local paths become absolute: saved configs must not depend on the current directory
+    @records_init_args(name=absolute_open_clip_name, pretrained=absolute_if_local, weights_file=absolute_if_local)
     def __init__(
         self,
         name: str,
@@ -151,12 +154,6 @@ class OpenClipVisionTower(VisionTower):
         super().__init__()
         import open_clip
 
-        # local paths become absolute: saved configs must not depend on the current directory
-        name, weights_file = absolute_open_clip_name(name), absolute_if_local(weights_file)
-        pretrained = absolute_if_local(pretrained)
-        self.init_args = dict(name=name, pretrained=pretrained, feature_layer=feature_layer,
-                              keep_prefix_tokens=keep_prefix_tokens, image_size=image_size, dtype=dtype,
-                              weights_file=weights_file)
         known = open_clip.list_models()
         if ":" not in name and name not in known:
             close = difflib.get_close_matches(name, known, n=8, cutoff=0.4)
@@ -240,12 +237,3 @@ def conv_layer_names(model: nn.Module) -> list[str]:
         n for n, m in model.named_modules()
         if isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels > 4
     ]
-
-
-def __getattr__(name: str) -> Any:
-    # TimmVisionTower moved to mmpeft.towers.timm_tower; imported lazily (that module imports this one).
-    if name == "TimmVisionTower":
-        from mmpeft.towers.timm_tower import TimmVisionTower
-
-        return TimmVisionTower
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,11 @@
+"""Evaluation tasks, one per file, each an ``mmpeft.eval.task.EvalTask``; named in YAML by ``class_path``
+(``mmpeft.eval.tasks.VQATask``) and run by ``mmpeft.eval.loop.evaluate``."""
+
+from mmpeft.eval.tasks.captions import CaptionTask
+from mmpeft.eval.tasks.generation import GenerationTask
+from mmpeft.eval.tasks.lm_harness import LmEvalTask
+from mmpeft.eval.tasks.text_probes import TextProbeTask
+from mmpeft.eval.tasks.vision import VisionDriftTask
+from mmpeft.eval.tasks.vqa import VQATask
+
+__all__ = ["CaptionTask", "GenerationTask", "LmEvalTask", "TextProbeTask", "VQATask", "VisionDriftTask"]
