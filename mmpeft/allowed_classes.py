@@ -3,11 +3,15 @@
 A model directory is data, not code. ``mmpeft_config.json`` names its towers and projector by ``class_path``;
 loading looks that string up in an allow-list and never imports a module or calls anything because a file says so.
 
-Allowed without asking, per key of the saved ``vlm`` config:
+Allowed without asking, per key of the saved ``vlm`` config: mmpeft's own classes of that role, i.e. every
+subclass of the role's base class defined in a module of the ``mmpeft`` package (``builtin_classes``). A projector
+added to ``mmpeft/projectors.py`` is therefore loadable with no further registration; a subclass defined anywhere
+else (a user's module, a test) is not, until the user names it. Today:
 
-- ``vision``: ``OpenClipVisionTower``, ``TimmVisionTower``
+- ``vision``: ``OpenClipVisionTower``, ``TimmVisionTower`` (subclasses of ``VisionTower``)
 - ``llm``: ``LLMTower``
-- ``projector``: ``LinearProjector``, ``MLPProjector``, ``PooledMLPProjector``, ``PerceiverResampler``
+- ``projector``: ``LinearProjector``, ``MLPProjector``, ``PooledMLPProjector``, ``PerceiverResampler`` (subclasses of
+  ``Projector``)
 - ``vision_adapter`` / ``llm_adapter`` are not classes: ``AdapterSpec.from_dict`` accepts only its own methods
   (``frozen``, ``full``, ``lora``, ``dora``, ``ia3``, ``loha``, ``lokr``) and fields.
 
@@ -31,18 +35,30 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Union
 
-from mmpeft.projectors import LinearProjector, MLPProjector, PerceiverResampler, PooledMLPProjector
+from mmpeft.projectors import Projector
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.timm_tower import TimmVisionTower
-from mmpeft.towers.vision import OpenClipVisionTower
+from mmpeft.towers.vision import VisionTower
 
-BUILTIN_CLASSES: dict[str, tuple[type, ...]] = {
-    "vision": (OpenClipVisionTower, TimmVisionTower),
-    "llm": (LLMTower,),
-    "projector": (LinearProjector, MLPProjector, PooledMLPProjector, PerceiverResampler),
-}
-# class_path strings written before a class moved -> the class (only for the role it has in BUILTIN_CLASSES)
+ROLE_BASES: dict[str, type] = {"vision": VisionTower, "llm": LLMTower, "projector": Projector}
+# class_path strings written before a class moved -> the class (only for the role it has in builtin_classes)
 FORMER_PATHS: dict[str, type] = {"mmpeft.towers.vision.TimmVisionTower": TimmVisionTower}
+
+
+def builtin_classes(role: str) -> tuple[type, ...]:
+    """The classes allowed for ``role`` without asking: the role's base class (when it is concrete, as
+    ``LLMTower``) and its subclasses at any depth, if defined in a module of the ``mmpeft`` package. A class defined
+    elsewhere (a user's module, a test) is never among them. Imports nothing."""
+    base = ROLE_BASES.get(role)
+    if base is None:
+        return ()
+    found, stack = [], [base]
+    while stack:
+        cls = stack.pop()
+        if cls.__module__.startswith("mmpeft.") and not inspect.isabstract(cls) and cls not in (VisionTower, Projector):
+            found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return tuple(sorted(found, key=class_path))
 
 
 def class_path(cls: type) -> str:
@@ -85,7 +101,7 @@ def resolve_class(spec: Any, key: str, allow_classes: Iterable[type], source: st
         raise ValueError(f"{where}.init_args must be an object, got {spec.get('init_args')!r}")
     wanted = spec["class_path"]
     role = key.rsplit(".", 1)[-1]
-    candidates = [*BUILTIN_CLASSES.get(role, ()), *allow_classes]
+    candidates = [*builtin_classes(role), *allow_classes]
     for cls in candidates:
         if wanted in _names(cls) or FORMER_PATHS.get(wanted) is cls:
             return cls

@@ -289,3 +289,22 @@ def test_timm_tower_moved_file_keeps_old_names(saved, tmp_path):
     assert type(load_pretrained(old).vision) is TimmVisionTower
     for path in (Path(__file__).parents[1] / "mmpeft" / "towers").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 400, f"{path} is over 400 lines"
+
+
+def test_builtin_classes_are_mmpeft_subclasses_of_the_role_and_nothing_else():
+    """A projector added to mmpeft/projectors.py is loadable with no registration; one defined outside the package
+    (here, in a test module) is not, until the user allows it."""
+    import mmpeft.projectors as projectors_module
+    from mmpeft.allowed_classes import builtin_classes
+    from mmpeft.projectors import Projector
+
+    class OutsideProjector(Projector):  # defined outside the mmpeft package
+        pass
+
+    in_file = {c for _, c in inspect.getmembers(projectors_module, inspect.isclass)
+               if issubclass(c, Projector) and c is not Projector and c.__module__ == projectors_module.__name__}
+    assert set(builtin_classes("projector")) == in_file
+    assert OutsideProjector not in builtin_classes("projector")
+    assert {c.__name__ for c in builtin_classes("vision")} == {"OpenClipVisionTower", "TimmVisionTower"}
+    assert builtin_classes("llm") == (LLMTower,)
+    assert builtin_classes("vision_adapter") == ()
