@@ -6,7 +6,9 @@
   naming), mapped onto timm's ``tf_efficientnet_lite0`` by parameter order (the shape sequences are equal) and
   written as a timm-keyed safetensors file.
 - ``zoo:tiny/<path>``: a file or directory of the tiny random towers and shards that ``mmpeft tiny-towers`` writes
-  to ``$MMPEFT_CACHE/tiny`` (never converted here; a missing one is an error saying to run that command).
+  to ``$MMPEFT_CACHE/tiny``; ``zoo:demo-data/<path>``: the data ``mmpeft demo`` writes to ``$MMPEFT_CACHE/demo-data``
+  (the synthetic shapes benchmark, replay shards, the held-out pydoc probe). Never built here: a missing one is an
+  error saying which command writes it (``CACHE_TREES``).
 
 ``LLMTower(name="zoo:...")`` and ``TimmVisionTower(checkpoint_path="zoo:...")`` resolve these names, so the towers
 load through the same classes and YAML presets as hub models (``configs/model/demo.yaml``).
@@ -129,30 +131,40 @@ ENTRIES: dict[str, tuple[str, Callable[[Path], None], str]] = {
 }
 
 
+CACHE_TREES: dict[str, str] = {
+    # zoo:<tree>/<path> -> $MMPEFT_CACHE/<tree>/<path>: the command that writes the tree
+    "tiny": "mmpeft tiny-towers",
+    "demo-data": "mmpeft demo (or mmpeft demo --quick)",
+}
+
+
 def resolve(name: str) -> str:
-    """``zoo:<entry>`` -> a local path (converted on first use); other names pass through unchanged."""
+    """``zoo:<entry>`` -> a local path (converted on first use); ``zoo:<tree>/<path>`` -> a path in a cache tree
+    (``CACHE_TREES``); other names pass through unchanged."""
     if not name.startswith("zoo:"):
         return name
     key = name.removeprefix("zoo:")
-    if key.startswith("tiny/"):
-        return str(_tiny_path(name, key.removeprefix("tiny/")))
+    tree, _, inner = key.partition("/")
+    if tree in CACHE_TREES:
+        return str(_cache_tree_path(name, tree, inner))
     if key not in ENTRIES:
         raise ValueError(f"unknown embedded model {name!r}; available: {['zoo:' + k for k in ENTRIES]} and "
-                         "zoo:tiny/<path> (the tiny towers)")
+                         + ", ".join(f"zoo:{t}/<path> (written by {c})" for t, c in CACHE_TREES.items()))
     directory, build, inner = ENTRIES[key]
     path = cached_entry(directory, build)
     return str(path / inner) if inner else str(path)
 
 
-def _tiny_path(name: str, inner: str) -> Path:
-    """``zoo:tiny/<inner>``: a path inside ``tiny_dir()``, never converted here: ``mmpeft tiny-towers`` writes it."""
+def _cache_tree_path(name: str, tree: str, inner: str) -> Path:
+    """``zoo:<tree>/<inner>``: a path inside ``cache_root()/<tree>``, never built here: its command writes it."""
     parts = Path(inner).parts
     if not parts or Path(inner).is_absolute() or ".." in parts:
-        raise ValueError(f"{name!r}: name a path inside the tiny towers' directory, e.g. zoo:tiny/llm")
-    path = tiny_dir().joinpath(*parts)
+        raise ValueError(f"{name!r}: name a path inside the cache tree {tree!r}, e.g. zoo:{tree}/<path>")
+    root = cache_root() / tree
+    path = root.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"{name}: {path} does not exist; write the tiny towers first with `mmpeft tiny-towers` "
-                                f"(it writes them to {tiny_dir()}, under $MMPEFT_CACHE, default ~/.cache/mmpeft)")
+        raise FileNotFoundError(f"{name}: {path} does not exist; it is written by `{CACHE_TREES[tree]}` (to {root}, "
+                                "under $MMPEFT_CACHE, default ~/.cache/mmpeft)")
     return path
 
 

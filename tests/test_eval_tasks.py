@@ -2,6 +2,7 @@
 callback and Python share."""
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -167,18 +168,23 @@ def test_training_probe_with_no_question_left_logs_what_was_missing(tiny, tmp_pa
 
 
 def test_packaged_demo_eval_is_the_demo_s_evaluation(tmp_path, monkeypatch):
-    """``configs/eval/demo.yaml`` (run from the demo's data directory) builds the tasks ``mmpeft demo`` runs."""
+    """``configs/eval/demo.yaml`` builds, from any directory, the tasks ``mmpeft demo`` runs on the data it writes to
+    ``$MMPEFT_CACHE/demo-data`` (named ``zoo:demo-data/...``)."""
     from mmpeft.apps.demo import eval_tasks
+    from mmpeft.zoo import cache_root, resolve
 
-    (tmp_path / "pydoc_probe.jsonl").write_text(json.dumps({"text": "held-out pydoc text"}) + "\n")
-    monkeypatch.chdir(tmp_path)
+    data = cache_root() / "demo-data"
+    (data / "shapes-v1" / "seed0" / "test_vqa").mkdir(parents=True, exist_ok=True)
+    (data / "shapes-v1" / "seed0" / "test_captions").mkdir(parents=True, exist_ok=True)
+    (data / "pydoc_probe.jsonl").write_text(json.dumps({"text": "held-out pydoc text"}) + "\n")
+    monkeypatch.chdir(tmp_path)  # not the data's directory
     config = load_eval_config(["eval/demo.yaml"])
-    paths = {"bench": tmp_path / "shapes-v1" / "seed0", "pydoc_probe": tmp_path / "pydoc_probe.jsonl"}
+    paths = {"bench": data / "shapes-v1" / "seed0", "pydoc_probe": data / "pydoc_probe.jsonl"}
 
     def described(task):
         out = {"class": type(task).__name__, **{k: v for k, v in vars(task).items() if k not in ("probes", "shards")}}
         if "shards" in vars(task):
-            out["shards"] = (tmp_path / task.shards).resolve()
+            out["shards"] = Path(resolve(task.shards)).resolve()
         out["probes"] = [{**vars(p), "path": probe_path(p.path).resolve(), "class": type(p).__name__}
                          for p in getattr(task, "probes", [])]
         return out

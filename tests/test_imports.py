@@ -90,3 +90,48 @@ def test_callbacks_do_not_import_the_eval_command():
     for name in GRAPH:
         if name.startswith("mmpeft.callbacks"):
             assert "mmpeft.eval.run" not in reachable(name) | {name}, f"{name} reaches the eval CLI (mmpeft.eval.run)"
+
+
+# The layers of docs/architecture.md, lowest first: a module imports only from its own layer or those below.
+LAYERS = [
+    ("foundation", ["mmpeft", "mmpeft.atomic", "mmpeft.atomic_directory", "mmpeft.zoo", "mmpeft.weight_files",
+                    "mmpeft.init_args", "mmpeft.config_files", "mmpeft.towers.paths", "mmpeft.towers.dtypes"]),
+    ("model", ["mmpeft.types", "mmpeft.towers", "mmpeft.projectors", "mmpeft.adapters", "mmpeft.packing",
+               "mmpeft.llm_layers", "mmpeft.trainability", "mmpeft.fingerprint", "mmpeft.allowed_classes",
+               "mmpeft.weight_sources", "mmpeft.vlm", "mmpeft.trainable_state"]),
+    ("data", ["mmpeft.data"]),
+    ("guards", ["mmpeft.guards"]),
+    ("persistence", ["mmpeft.checkpoint", "mmpeft.model_config", "mmpeft.base_paths", "mmpeft.stage_init"]),
+    ("evaluation", ["mmpeft.eval"]),
+    ("training", ["mmpeft.module", "mmpeft.cli", "mmpeft.optimization", "mmpeft.data.datamodule",
+                  "mmpeft.callbacks"]),
+    ("apps", ["mmpeft.apps"]),
+]
+
+
+def layer_of(name: str) -> int:
+    """The index in LAYERS of the longest prefix that holds ``name`` (``mmpeft.data.datamodule`` is training)."""
+    best = None
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    assert best is not None, f"{name} is in no layer: add it to LAYERS here and to docs/architecture.md"
+    return best[0]
+
+
+def test_every_import_points_down_the_layers():
+    upward = sorted(f"{name} ({LAYERS[layer_of(name)][0]}) imports {dep} ({LAYERS[layer_of(dep)][0]})"
+                    for name, deps in GRAPH.items() for dep in deps if layer_of(dep) > layer_of(name))
+    assert upward == []
+
+
+def test_lightning_only_in_the_training_layer_and_above():
+    training = [i for i, (name, _) in enumerate(LAYERS) if name == "training"][0]
+    offenders = []
+    for name, path in MODULES.items():
+        if layer_of(name) < training and any(
+                isinstance(n, ast.Import | ast.ImportFrom) and "lightning" in ast.unparse(n)
+                for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))):
+            offenders.append(name)
+    assert offenders == []

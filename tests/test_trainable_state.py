@@ -28,6 +28,7 @@ CASES = {
     "dora_llm_ia3_vision": dict(vision_spec=AdapterSpec("ia3"), llm_spec=AdapterSpec("dora")),
     "full_llm": dict(llm_spec=AdapterSpec("full")),
     "full_vision": dict(vision_spec=AdapterSpec("full")),
+    "full_vision_cnn": dict(vision="timm_cnn", vision_spec=AdapterSpec("full")),  # BatchNorm buffers: whole state
     "soft_prompt": dict(soft_prompt_tokens=3),
 }
 
@@ -86,6 +87,15 @@ def test_lightning_checkpoint_and_model_directory_hold_the_same_state(tiny, tmp_
     loaded = load_pretrained(tmp_path / "step=1.ckpt").state_dict()
     for key, value in held.items():
         assert torch.equal(loaded[key.removeprefix("vlm.")], value), key
+
+
+def test_a_fully_trained_tower_keeps_its_buffers(tiny):
+    """BatchNorm running statistics of a fully trained CNN tower change in training: a resume without them would
+    normalise with the base's statistics."""
+    vlm = build_vlm(tiny, vision="timm_cnn", vision_spec=AdapterSpec("full"))
+    buffers = {f"vlm.vision.model.{n}" for n, _ in vlm.vision.model.named_buffers()}
+    assert any(n.endswith("running_mean") for n in buffers)
+    assert buffers <= set(lightning_checkpoint(vlm)["state_dict"])
 
 
 def test_adapter_config_is_what_peft_writes(tiny, tmp_path):

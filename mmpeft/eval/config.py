@@ -71,11 +71,10 @@ def load_eval_config(names: Sequence[str]) -> EvalConfig:
             parsed = parser.parse_path(str(path), defaults=False)
         except argparse.ArgumentError as e:
             raise ValueError(f"eval config {path}: {e}") from None
-        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
         try:
-            built = instantiate(parsed)
-        except (ValueError, OSError) as e:
-            raise type(e)(f"eval config {path}: {e}") from e
+            built = parser.instantiate_classes(parsed)
+        except (ValueError, OSError) as e:  # kinds that cannot be rebuilt from a message (UnicodeDecodeError) too
+            raise (OSError if isinstance(e, OSError) else ValueError)(f"eval config {path}: {e}") from e
         config.tasks += list(built.get("tasks") or [])
         config.settings.update({key: built[key] for key in SETTINGS if built.get(key) is not None})
     return config

@@ -2,7 +2,9 @@
 
 A probe's ``path`` is the user's file when it exists (relative to the current directory, or absolute, ``~``
 expanded), else a file of mmpeft's packaged probe sets, named relative to ``mmpeft/resources/probes``
-(``v1/prose.txt``): packaged eval configs (``mmpeft/configs/eval/``) name them so, and work from any directory.
+(``v1/prose.txt``), or a file in mmpeft's cache named ``zoo:<tree>/<path>`` (``mmpeft.zoo.CACHE_TREES``, e.g. the
+demo's ``zoo:demo-data/pydoc_probe.jsonl``): packaged eval configs (``mmpeft/configs/eval/``) name them so, and work
+from any directory.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ PACKAGED_PROBES = Path(__file__).resolve().parent.parent / "resources" / "probes
 
 def probe_path(path: str | Path) -> Path:
     """The file ``path`` names (module docstring). Raises ``FileNotFoundError`` naming both places looked in."""
+    if str(path).startswith("zoo:"):  # a file in mmpeft's cache, e.g. zoo:demo-data/pydoc_probe.jsonl
+        from mmpeft.zoo import resolve
+
+        return Path(resolve(str(path)))
     own = Path(path).expanduser()
     if own.is_file():
         return own

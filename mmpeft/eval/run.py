@@ -10,6 +10,7 @@ objects; both may be given (the files' tasks first). Writes ``<out>.json`` (all 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -26,13 +27,14 @@ from mmpeft.eval.captioning import TOKENIZERS
 from mmpeft.eval.config import load_eval_config
 from mmpeft.eval.loop import check_tasks, evaluate
 from mmpeft.eval.summary import summary
-from mmpeft.eval.task import EvalTask
+from mmpeft.eval.task import EvalContext, EvalTask
 from mmpeft.eval.tasks import CaptionTask, LmEvalTask, TextProbeTask, VisionDriftTask, VQATask
 from mmpeft.eval.text_probes import ExactMatchProbe, MultipleChoiceProbe, PerplexityProbe
 
 log = logging.getLogger(__name__)
-DEFAULTS = {"batch_size": 8, "max_new_tokens": 16, "limit": None, "allow_partial": False}
-"""Settings when neither a flag nor an eval config sets them."""
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(EvalContext)
+            if f.name in ("batch_size", "max_new_tokens", "limit", "allow_partial")}
+"""Settings when neither a flag nor an eval config sets them: ``EvalContext``'s defaults."""
 
 
 def _run_config(checkpoint: Path) -> dict[str, Any]:
