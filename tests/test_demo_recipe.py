@@ -13,9 +13,13 @@ import yaml
 
 from mmpeft.apps import demo
 from mmpeft.cli import MMPeftCLI
+from mmpeft.zoo import cache_root
 
-DATA = Path("/cache/demo-data")  # where the documented commands say DATA
-PATHS = {"bench": DATA / "shapes-v1" / "seed0", "replay": DATA / "replay-pydoc-8w"}
+
+def recipe_paths() -> dict[str, Path]:
+    """Where ``mmpeft demo`` writes the recipe's data (seed 0, not --quick): what the files name zoo:demo-data/..."""
+    data = cache_root() / "demo-data"
+    return {"bench": data / "shapes-v1" / "seed0", "replay": data / "replay-pydoc-8w"}
 EXPERIMENTS = files("mmpeft") / "configs" / "experiments"
 
 
@@ -37,7 +41,7 @@ def resolved(args: list[str]) -> dict:
 
 
 def documented_command(arm: str, run_dir: Path) -> list[str]:
-    """The ``mmpeft fit`` command at the top of ``experiments/demo_<arm>.yaml``, RUN and DATA filled in."""
+    """The ``mmpeft fit`` command at the top of ``experiments/demo_<arm>.yaml``, RUN filled in."""
     comments = [line[1:].strip() for line in (EXPERIMENTS / f"demo_{arm}.yaml").read_text().splitlines()
                 if line.startswith("#")]
     start = next(i for i, line in enumerate(comments) if line.startswith("mmpeft fit "))
@@ -46,8 +50,7 @@ def documented_command(arm: str, run_dir: Path) -> list[str]:
         command.append(line.removesuffix("\\"))
         if not line.endswith("\\"):
             break
-    values = {"RUN": str(run_dir), "DATA": str(DATA)}
-    return [re.sub(r"\b(RUN|DATA)\b", lambda m: values[m.group(1)], word)
+    return [re.sub(r"\bRUN\b", str(run_dir), word)
             for word in shlex.split(" ".join(command))[1:]]
 
 
@@ -55,13 +58,14 @@ def documented_command(arm: str, run_dir: Path) -> list[str]:
 def test_the_demo_trains_the_fit_command_its_experiment_file_documents(arm, tmp_path):
     by_hand = documented_command(arm, tmp_path / arm)
     assert [by_hand[i + 1] for i, word in enumerate(by_hand) if word == "--config"] == list(demo.RECIPES[arm])
-    ours = demo.train_args(arm, arm, tmp_path, PATHS, demo.RECIPE_STEPS, demo.RECIPE_BATCH, quick=False, seed=0)
+    ours = demo.train_args(arm, arm, tmp_path, recipe_paths(), demo.RECIPE_STEPS, demo.RECIPE_BATCH, quick=False,
+                           seed=0)
     assert resolved(ours) == resolved(by_hand + demo.watch_args(tmp_path / arm))
 
 
 def test_quick_and_other_steps_change_only_steps_batch_and_probe_budget(tmp_path):
-    full = resolved(demo.train_args("kl", "kl", tmp_path, PATHS, demo.RECIPE_STEPS, demo.RECIPE_BATCH, False))
-    quick = resolved(demo.train_args("kl", "kl", tmp_path, PATHS, 4, 4, True))
+    full = resolved(demo.train_args("kl", "kl", tmp_path, recipe_paths(), demo.RECIPE_STEPS, demo.RECIPE_BATCH, False))
+    quick = resolved(demo.train_args("kl", "kl", tmp_path, recipe_paths(), 4, 4, True))
     assert (quick["trainer"]["max_steps"], quick["checkpoint_every_n_steps"], quick["data"]["batch_size"]) == (4, 4, 5)
     probe = quick["trainer"]["callbacks"][0]["init_args"]
     assert (probe["every_n_steps"], probe["probes"][0]["init_args"]["max_tokens"]) == (2, 512)
@@ -76,8 +80,9 @@ def test_the_demos_recipe_numbers_are_the_experiment_files():
     plain = yaml.safe_load((EXPERIMENTS / "demo_plain.yaml").read_text())
     kl = yaml.safe_load((EXPERIMENTS / "demo_kl.yaml").read_text())
     assert (plain["trainer"]["max_steps"], plain["data"]["batch_size"]) == (demo.RECIPE_STEPS, demo.RECIPE_BATCH)
-    assert kl["data"] == {"text_ratio": demo.TEXT_RATIO,
+    assert kl["data"] == {"text_ratio": demo.TEXT_RATIO, "text_shards": "zoo:demo-data/replay-pydoc-8w",
                           "batch_size": round(demo.RECIPE_BATCH / (1 - demo.TEXT_RATIO))}
+    assert plain["data"]["train_shards"] == "zoo:demo-data/shapes-v1/seed0/train"
 
 
 def test_the_command_file_holds_the_exact_arguments_and_threads(tmp_path):

@@ -60,6 +60,7 @@ PRESETS = ("trainer/cpu.yaml", "model/demo.yaml", "peft/demo.yaml")
 RECIPES = {"plain": (*PRESETS, "experiments/demo_plain.yaml"),
            "kl": (*PRESETS, "experiments/demo_plain.yaml", "guard/kl_text.yaml", "experiments/demo_kl.yaml")}
 RECIPE_STEPS, RECIPE_BATCH = 120, 8  # what experiments/demo_plain.yaml says (tests/test_demo_recipe.py checks it)
+
 COMMAND_FILE = "command.txt"
 
 
@@ -93,22 +94,26 @@ def train_args(name: str, arm: str, out: Path, paths: dict[str, Path], steps: in
                seed: int = 0) -> list[str]:
     """``mmpeft fit`` arguments of one demo run: the arm's stacked configs (``RECIPES``) and the per-run values only.
 
-    Per run: the run directory, the seed (initialisation, dropout, data order; the benchmark is the same for every
-    seed), the data paths under the cache, steps and batch size where they differ from
-    the recipe (``--steps``, ``--batch-size``, ``--quick``), and how a background run is watched (a progress file
-    instead of a progress bar: no effect on training).
+    Per run: the run directory, and where they differ from the recipe: the seed (initialisation, dropout, data order;
+    the benchmark is the same for every seed), the data (``--quick`` and ``--seed`` draw other data than the files'
+    ``zoo:demo-data/shapes-v1/seed0``), steps and batch size (``--steps``, ``--batch-size``, ``--quick``); and how a
+    background run is watched (a progress file instead of a progress bar: no effect on training).
     """
     run_dir = out / name
     args = ["fit"]
     for config in RECIPES[arm]:
         args += ["--config", config]  # a packaged preset, from any directory (mmpeft.config_files)
-    args += [f"--run_dir={run_dir}", f"--seed_everything={seed}", f"--data.seed={seed}",
-             f"--data.train_shards={paths['bench'] / 'train'}"]
-    if arm == "kl":
+    args.append(f"--run_dir={run_dir}")
+    if seed != 0:  # the recipe's seed is 0 (trainer/cpu.yaml's seed_everything and data.seed's defaults)
+        args += [f"--seed_everything={seed}", f"--data.seed={seed}"]
+    recipe_data = cache_root() / "demo-data"  # what the files name zoo:demo-data/... (mmpeft.zoo.CACHE_TREES)
+    if paths["bench"] != recipe_data / "shapes-v1" / "seed0":  # --quick or another benchmark seed
+        args.append(f"--data.train_shards={paths['bench'] / 'train'}")
+        # --trainer.callbacks.KEY sets KEY on the last callback of the list: the recipe's probe callback, so this
+        # comes before the progress file is appended
+        args.append(f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}")
+    if arm == "kl" and paths["replay"] != recipe_data / "replay-pydoc-8w":
         args.append(f"--data.text_shards={paths['replay']}")
-    # --trainer.callbacks.KEY sets KEY on the last callback of the list: the recipe's probe callback, so these
-    # come before the progress file is appended
-    args.append(f"--trainer.callbacks.vqa_shards={paths['bench'] / 'val_vqa'}")
     if steps != RECIPE_STEPS:
         args += [f"--trainer.max_steps={steps}", f"--checkpoint_every_n_steps={steps}",
                  f"--trainer.callbacks.every_n_steps={max(1, steps // 2)}"]
