@@ -213,3 +213,15 @@ def test_lm_eval_flags_build_a_task_that_runs_the_bridge_with_the_evaluation_set
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
     with pytest.raises(RuntimeError, match="lm-evaluation-harness, which is not installed"):
         task.check()
+
+
+def test_an_eval_config_error_of_a_kind_without_a_message_constructor_stays_clear(tmp_path):
+    """A probe file that is not UTF-8 raises UnicodeDecodeError, which cannot be rebuilt from a message: the error
+    still names the eval config (a ValueError), not a TypeError from the re-raise."""
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"tasks": [{"class_path": "mmpeft.eval.tasks.TextProbeTask", "init_args": {
+        "probes": [{"class_path": "mmpeft.eval.text_probes.PerplexityProbe",
+                    "init_args": {"name": "p", "path": str(tmp_path / "latin1.txt")}}]}}]}))
+    with pytest.raises(ValueError, match=rf"eval config {config}:"):
+        load_eval_config([str(config)])

@@ -73,8 +73,13 @@ def load_eval_config(names: Sequence[str]) -> EvalConfig:
             raise ValueError(f"eval config {path}: {e}") from None
         try:
             built = parser.instantiate_classes(parsed)
-        except (ValueError, OSError) as e:  # kinds that cannot be rebuilt from a message (UnicodeDecodeError) too
-            raise (OSError if isinstance(e, OSError) else ValueError)(f"eval config {path}: {e}") from e
+        except (ValueError, OSError) as e:
+            message = f"eval config {path}: {e}"
+            try:  # the same kind (FileNotFoundError stays one) ...
+                error = type(e)(message)
+            except TypeError:  # ... unless it cannot be built from a message (UnicodeDecodeError)
+                error = (OSError if isinstance(e, OSError) else ValueError)(message)
+            raise error from e
         config.tasks += list(built.get("tasks") or [])
         config.settings.update({key: built[key] for key in SETTINGS if built.get(key) is not None})
     return config
