@@ -8,7 +8,9 @@ One training step::
     total = task + sum(guard.weight * guard(ctx))   each term logged as train/<name>
 
 Checkpoints hold trainable state only (plus optimizer, schedule, loop state, RNG, and the data position that
-``VLLoader`` keeps as a Lightning-stateful loader), so a run killed mid-epoch resumes to the same losses.
+``VLLoader`` keeps as a Lightning-stateful loader), so a run killed mid-epoch resumes to the same losses. The module
+never touches the loaders: ``configure_callbacks`` adds ``DataAccounting``, which marks each trained batch's position
+(``Batch["epoch"]``, ``Batch["index"]``) and logs the loaders' ``data/*`` counts.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
+from mmpeft.callbacks.data_accounting import DataAccounting
 from mmpeft.checkpoint import MODEL_FILES_KEY, model_files
 from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
@@ -147,6 +151,12 @@ class VLMModule(L.LightningModule):
         if self.trainer.max_steps is None or self.trainer.max_steps < 0:
             raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
 
+    def configure_callbacks(self) -> list[Callback]:
+        """``DataAccounting``: the data position checkpoints store and the ``data/*`` counts, in every Trainer (CLI
+        or not). Lightning appends it after the Trainer's own callbacks and moves ``ModelCheckpoint`` after it, so a
+        checkpoint written at a step stores that step's position."""
+        return [DataAccounting()]
+
     @property
     def world_size(self) -> int:
         return self.trainer.world_size if self._trainer is not None else 1
@@ -183,33 +193,7 @@ class VLMModule(L.LightningModule):
             tokens = batch["attention_mask"].sum() * self.trainer.world_size
             self.log("tokens_per_s", tokens / (now - self._last_step_time), prog_bar=True, batch_size=batch_size)
         self._last_step_time = now
-        loader = self.trainer.train_dataloader
-        if "epoch" in batch and hasattr(loader, "mark_consumed"):  # the data position checkpoints store
-            loader.mark_consumed(int(batch["epoch"]), int(batch["index"]))
         return total
-
-    def on_train_epoch_end(self) -> None:
-        """Log what the epoch's data delivered and lost (``EpochStats.metrics``: rows, skipped, lost rows by reason)
-        as ``data/*``, summed over ranks. Only for a pass read to its end (not one stopped by max_steps)."""
-        history = getattr(self.trainer.train_dataloader, "history", None)
-        if not history or history[-1].epoch == getattr(self, "_data_epoch_logged", None):
-            return
-        self._data_epoch_logged = history[-1].epoch
-        for key, value in history[-1].metrics().items():
-            self.log(f"data/{key}", float(value), reduce_fx="sum", sync_dist=self._distributed)
-
-    def on_train_end(self) -> None:
-        """Training usually stops mid-epoch (``max_steps``): log what that last, partial pass delivered and skipped
-        so far (``data/*`` at the final step, this process's share; Lightning allows no ``self.log`` here)."""
-        loader = self.trainer.train_dataloader
-        stats = loader.partial_stats() if hasattr(loader, "partial_stats") else None
-        if stats is None or not self.trainer.is_global_zero:
-            return
-        metrics = {f"data/{k}": float(v) for k, v in stats.metrics().items()}
-        for logger in self.trainer.loggers:
-            logger.log_metrics(metrics, step=self.global_step)
-            logger.save()
-        log.info("%s (partial: training stopped at max_steps)", loader.report(stats))
 
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""
@@ -268,19 +252,6 @@ class VLMModule(L.LightningModule):
         if out.num_supervised:
             self.log(f"{stage}/loss", out.loss, prog_bar=stage == "val", batch_size=batch["input_ids"].shape[0],
                      sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval_data("val", self.trainer.val_dataloaders)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval_data("test", self.trainer.test_dataloaders)
-
-    def _log_eval_data(self, stage: str, loaders: Any) -> None:
-        """``<stage>/data/*``: the pass's ``EpochStats.metrics``, summed over ranks (a partial pass gets here only with
-        ``data.allow_partial_eval``; else its loader raised ``PartialData``)."""
-        for loader in loaders if isinstance(loaders, list | tuple) else [loaders]:
-            for key, value in (loader.finish_eval_pass() if hasattr(loader, "finish_eval_pass") else {}).items():
-                self.log(f"{stage}/data/{key}", float(value), reduce_fx="sum", sync_dist=self._distributed)
 
     # ------------------------------------------------------------------ optimisation
 
