@@ -356,7 +356,7 @@ def test_packaged_tiny_configs_run_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("MMPEFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     args = ["validate", *stacked(*CONFIGS), "--run_dir=run", "--trainer.enable_progress_bar=false"]
-    with pytest.raises(FileNotFoundError, match=r"zoo:tiny/llm: .* does not exist; write the tiny towers first with "
+    with pytest.raises(FileNotFoundError, match=r"zoo:tiny/llm: .* does not exist; it is written by "
                                                 r"`mmpeft tiny-towers`"):
         cli_main(args)
     cli_main(["tiny-towers"])
