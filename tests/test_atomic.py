@@ -84,15 +84,21 @@ def test_shards_write_json_atomic_delegates_with_its_format_and_overwrite_remove
     assert temps(tmp_path) == ["notes.json.0123456789abcdef.tmp"]
 
 
-def test_the_data_and_the_rename_are_fsynced(tmp_path, monkeypatch):
-    synced = []
+@pytest.fixture
+def synced(monkeypatch):
+    """What ``os.fsync`` is called on, in order: a file's size in bytes, or ``"dir"`` for a directory."""
+    calls = []
     fsync = os.fsync
 
     def record(fd):
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size)
+        calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size)
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", record)
+    return calls
+
+
+def test_the_data_and_the_rename_are_fsynced(tmp_path, synced):
     atomic.write_text_atomic(tmp_path / "x.json", "12345")
     assert synced == [5, "dir"], "the file's bytes before the rename, then its directory"
 
@@ -122,15 +128,7 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails_or_writes_nothing(
     assert path.read_bytes() == b"old shard" and temps(tmp_path) == []
 
 
-def test_atomic_path_fsyncs_the_file_then_the_directory(tmp_path, monkeypatch):
-    synced = []
-    fsync = os.fsync
-
-    def record(fd):
-        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else os.fstat(fd).st_size)
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", record)
+def test_atomic_path_fsyncs_the_file_then_the_directory(tmp_path, synced):
     with atomic.atomic_path(tmp_path / "x.bin") as tmp:
         with open(tmp, "wb") as f:
             f.write(b"123")

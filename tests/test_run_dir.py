@@ -7,30 +7,15 @@ import sys
 
 import pytest
 from lightning_helpers import SimulatedKill
+from tiny_fit import fit_args
 
 from mmpeft.apps.main import cli_main
 from mmpeft.apps.tiny import save_tiny_towers
-
-CONFIGS = ["configs/trainer/cpu.yaml", "configs/model/tiny.yaml", "configs/data/tiny.yaml"]
 
 
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory):
     return save_tiny_towers(tmp_path_factory.mktemp("tiny_run_dir"))
-
-
-def fit_args(towers, run_dir, *extra):
-    args = ["fit"]
-    for c in CONFIGS:
-        args += ["--config", c]
-    return args + [
-        f"--model.vlm.llm.init_args.name={towers / 'llm'}",
-        f"--model.vlm.vision.init_args.name=local-dir:{towers / 'open_clip'}",
-        f"--data.train_shards={towers / 'data' / 'train'}",
-        f"--data.text_shards={towers / 'data' / 'text'}",
-        f"--run_dir={run_dir}", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
-        "--trainer.limit_val_batches=0", *extra,
-    ]
 
 
 def rows(path):
