@@ -5,8 +5,8 @@
 ``cli_main(args)`` runs a command from Python (tests, notebooks) and returns what the verb returns: the CLI object
 for ``fit``/``validate``/``test``, the scores for ``eval``, the written path for ``fisher``.
 
-LightningCLI's ``predict`` is not a verb: ``VLMModule`` defines no ``forward``/``predict_step`` (Lightning refuses
-``Trainer.predict`` without one); generation and scoring are ``mmpeft eval``.
+LightningCLI's ``predict`` is not a verb (it is refused with a pointer to the verbs below): generation is
+``mmpeft generate`` (a prompts file) and ``mmpeft chat`` (interactive), scoring is ``mmpeft eval``.
 
 This module is the only place that knows every verb; verbs import their code when they run, so ``mmpeft --help``
 starts without loading torch.
@@ -58,6 +58,10 @@ VERBS: dict[str, Verb] = {
     "test": Verb("one pass over data.test_shards", lightning("test")),
     "eval": Verb("score a checkpoint: VQA, captions, text probes, vision drift, lm-eval",
                  module_main("mmpeft.eval.run")),
+    "chat": Verb("talk to a checkpoint or export: streaming, multi-turn, images added mid-conversation",
+                 module_main("mmpeft.apps.chat")),
+    "generate": Verb("batched generation from a prompts JSONL file to an output JSONL file",
+                     module_main("mmpeft.apps.generate")),
     "report": Verb("table and plots across run directories", module_main("mmpeft.eval.report")),
     "demo": Verb("train, score and compare two recipes on the embedded towers, offline on a CPU (12 min)",
                  module_main("mmpeft.apps.demo")),
@@ -104,8 +108,8 @@ def cli_main(args: list[str] | None = None) -> Any:
     if verb.startswith("-"):
         refuse(f"{verb!r} before the verb: options go after it (mmpeft fit --config FILE ...)")
     if verb == "predict":
-        refuse("'predict' is not a verb: VLMModule defines no predict step; generate and score with "
-                          "mmpeft eval --checkpoint DIR ...")
+        refuse("'predict' is not a verb: generate with mmpeft generate --model DIR --input prompts.jsonl "
+               "--output out.jsonl (or mmpeft chat --model DIR); score with mmpeft eval --checkpoint DIR ...")
     if verb not in VERBS:
         refuse(f"unknown verb {verb!r}; the verbs: {', '.join(VERBS)} (mmpeft --help: what each does)")
     return VERBS[verb].run(rest)
