@@ -47,12 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from mmpeft.data.images import read_image_file
-from mmpeft.data.schema import IMAGE_MARKER, SampleError, image_field, make_record
+from mmpeft.data.llava_records import PLACEMENTS, llava_turns, place_marker, record_id  # noqa: F401 - re-exported
+from mmpeft.data.schema import image_field, make_record
 from mmpeft.data.shards import PreparedSample, add_writer_arguments, write_shards_from_args
 from mmpeft.data.source_files import load_json_file
-
-ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
-PLACEMENTS = ("llava", "original")
 
 
 def load_records(path: Path) -> list[Any]:
@@ -62,76 +60,18 @@ def load_records(path: Path) -> list[Any]:
     return data
 
 
-def place_marker(text: str, several_images: bool) -> str:
-    """One turn's text with ``<image>`` where LLaVA's ``preprocess_multimodal`` puts it (module docstring)."""
-    count = text.count(IMAGE_MARKER)
-    if count == 0:
-        return text
-    if several_images and (count > 1 or text.startswith(IMAGE_MARKER)):  # LLaVA-NeXT leaves these as they are
-        return text
-    rest = text.replace(IMAGE_MARKER, "").strip()
-    return (IMAGE_MARKER + "\n" + rest).strip()
-
-
-def record_id(rec: dict[str, Any], fallback: str, where: str) -> tuple[str, dict[str, Any]]:
-    """``(stored id, eval fields)``: ``str(id)`` for a non-empty string or a number, else (no id, null, a bool, an
-    object, a list, "") ``fallback``; the original JSON value, whatever its type, kept as ``{"source_id": id}``.
-    LLaVA itself never reads ``id``, so no record is dropped for it."""
-    if "id" not in rec:
-        return fallback, {}
-    value = rec["id"]
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
-        return fallback, {"source_id": value}
-    return str(value), {"source_id": value}
-
-
-def image_paths(rec: dict[str, Any], where: str) -> tuple[list[str], bool]:
-    """``(paths, given as a list)`` of a record's ``image`` field (absent or null: none)."""
-    value = rec.get("image")
-    if value is None:
-        return [], False
-    if isinstance(value, str) and value:
-        return [value], False
-    if isinstance(value, list) and all(isinstance(p, str) and p for p in value):
-        return list(value), True
-    raise SampleError("malformed_json", f"'image' must be a path or a list of paths, not {value!r}", where)
-
-
 def make_prepare(json_path: Path, image_root: Path, source: str, placement: str = "llava"):
     def prepare(item: tuple[int, Any]) -> PreparedSample:
         index, rec = item
-        where = f"{json_path.name}[{index}]"
-        if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
-            raise SampleError("malformed_json", "record needs a 'conversations' list", where)
-        where = f"{where} id={rec.get('id')!r}"
-        sample_id, eval_fields = record_id(rec, f"{json_path.stem}-{index}", where)
-        paths, several = image_paths(rec, where)
-        changes = []
-        turns = []
-        for turn in rec["conversations"]:
-            if not isinstance(turn, dict) or turn.get("from") not in ROLE_OF or not isinstance(turn.get("value"), str):
-                raise SampleError("malformed_json", f"turn {turn!r} needs 'from' in {sorted(ROLE_OF)} and a "
-                                  "string 'value'", where)
-            text = turn["value"]
-            if paths and placement == "llava":
-                text = place_marker(text, several)
-            turns.append({"role": ROLE_OF[turn["from"]], "content": text})
-        if any(t["content"] != turn["value"] for t, turn in zip(turns, rec["conversations"])):
-            changes.append("image_marker_moved")
-        if turns and turns[0]["role"] == "assistant":  # preprocess_v1: "Skip the first one if it is not from human"
-            turns = turns[1:]
-            changes.append("leading_assistant_turn_dropped")
-        if paths and not any(IMAGE_MARKER in t["content"] for t in turns):
-            raise SampleError("image_marker", f"record has {len(paths)} image(s) but no {IMAGE_MARKER} marker; LLaVA "
-                              "would train on its text with the image unseen; put the marker in the human turn "
-                              "that shows the image", where)
+        read = llava_turns(rec, f"{json_path.stem}-{index}", f"{json_path.name}[{index}]", placement)
+        where = f"{json_path.name}[{index}] id={rec.get('id')!r}"
         files = {}
-        for i, rel in enumerate(paths):
+        for i, rel in enumerate(read.image_paths):
             data, ext = read_image_file(image_root / rel, where)
             files[image_field(i, ext)] = data
-        record = make_record(sample_id, source, conversations=turns, images=list(files), eval_fields=eval_fields,
-                             where=where)
-        return PreparedSample(key=f"{index:09d}", record=record, files=files, changes=tuple(changes))
+        record = make_record(read.sample_id, source, conversations=read.turns, images=list(files),
+                             eval_fields=read.eval_fields, where=where)
+        return PreparedSample(key=f"{index:09d}", record=record, files=files, changes=read.changes)
 
     return prepare
 

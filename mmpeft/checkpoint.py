@@ -61,6 +61,7 @@ from mmpeft.base_paths import check_base_paths, relocate_bases
 from mmpeft.data.input_format import InputFormat, default_input_format
 from mmpeft.fingerprint import base_fingerprint, check_bases
 from mmpeft.model_config import CONFIG_FILE, read_model_config
+from mmpeft.tied_weights import merged_llm_state
 from mmpeft.trainable_state import trainable_state
 from mmpeft.vlm import VisionLanguageModel
 from mmpeft.weight_files import load_weights
@@ -115,11 +116,22 @@ def model_files(vlm: VisionLanguageModel, state: dict[str, torch.Tensor] | None 
     }
     for sub, name, peft_config, task in _peft_towers(vlm):
         tower_state = {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")}
-        base = (vlm.llm if task else vlm.vision).init_args["name"]
+        base = loadable_base(vlm.llm.init_args["name"]) if task else vlm.vision.init_args["name"]
         files[f"{sub}/{PEFT_CONFIG}"] = _peft_config_json(peft_config, base, task)
         weights = adapter_state_dict(vlm.get_submodule(name), tower_state)
         files[f"{sub}/{PEFT_WEIGHTS}"] = {PEFT_PREFIX + k: v for k, v in weights.items()}
     return files
+
+
+def loadable_base(name: str) -> str:
+    """The LLM's name as transformers resolves it (``adapter_config.json``'s ``base_model_name_or_path``, read by
+    ``AutoPeftModelForCausalLM``): a ``zoo:`` name becomes its local directory, hub ids and local paths stay.
+    mmpeft itself rebuilds the base from ``mmpeft_config.json``, never from this field."""
+    if name.startswith("zoo:"):
+        from mmpeft.zoo import resolve
+
+        return str(resolve(name))
+    return name
 
 
 def _outside_peft_files(vlm: VisionLanguageModel, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -285,8 +297,8 @@ def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
     ``vlm`` is left unchanged (adapters are merged, read out and unmerged).
     """
     with atomic_directory(directory) as tmp:
-        llm_state = merged_base_state_dict(vlm.llm.model)
-        vlm.llm.model.save_pretrained(tmp / "llm", state_dict=llm_state)
+        llm_state = merged_llm_state(vlm.llm.model)  # a tied lm_head shares the embeddings' tensor: stored once
+        vlm.llm.model.save_pretrained(tmp / "llm", state_dict=dict(llm_state))  # it deletes tied aliases
         vlm.llm.tokenizer.save_pretrained(tmp / "llm")
         vision_state = {k: v.contiguous() for k, v in merged_base_state_dict(vlm.vision.model).items()}
         save_file(vision_state, tmp / "vision_tower.safetensors")

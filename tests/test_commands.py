@@ -10,7 +10,8 @@ import tomllib
 
 from mmpeft.apps.main import cli_main
 
-VERBS = ["fit", "validate", "test", "eval", "report", "demo", "export", "fisher", "tiny-towers", "quickstart"]
+VERBS = ["fit", "validate", "test", "eval", "chat", "generate", "report", "demo", "export", "fisher", "tiny-towers",
+         "quickstart"]
 LIGHTNING_VERBS = ["fit", "validate", "test"]
 
 
@@ -30,7 +31,7 @@ def test_help_lists_every_verb_with_one_line(capsys):
 @pytest.mark.parametrize(("args", "says"), [
     ([], "mmpeft: error: name a verb"),
     (["frobnicate"], "unknown verb 'frobnicate'; the verbs: " + ", ".join(VERBS)),
-    (["predict"], "generate and score with mmpeft eval"),
+    (["predict"], "'predict' is not a verb: generate with mmpeft generate --model DIR --input prompts.jsonl"),
     (["--config", "x.yaml", "fit"], "'--config' before the verb: options go after it"),
 ])
 def test_a_command_line_without_a_verb_exits_2_with_what_to_do(args, says, capsys):

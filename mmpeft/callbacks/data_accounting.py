@@ -47,7 +47,9 @@ class DataAccounting(Callback):
             return
         self._epoch_logged = history[-1].epoch
         for key, value in history[-1].metrics().items():
-            module.log(f"data/{key}", float(value), reduce_fx="sum", sync_dist=trainer.world_size > 1)
+            # counts add up over ranks; a source's share (data/share/<name>) is averaged (ranks draw alike)
+            module.log(f"data/{key}", float(value), reduce_fx="mean" if key.startswith("share/") else "sum",
+                       sync_dist=trainer.world_size > 1)
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         loader = trainer.train_dataloader

@@ -16,14 +16,19 @@ import torch
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.collate import Collator
 from mmpeft.data.loader import VLLoader, VLStream
+from mmpeft.data.mixing import MixSource, WeightedMixer
 from mmpeft.data.pipeline import SampleProcessor, ShardRows, SkipCounts
+from mmpeft.data.record_rows import RecordRows
 from mmpeft.data.shard_specs import resolve_shards
+from mmpeft.data.sources import SourceSpec, check_sources
 
 
 def check_data_options(*, text_ratio: float, text_shards: Any, batch_size: int, eval_batch_size: int | None,
                        num_workers: int, max_length: int, shuffle_buffer: int, bucket_window: int, resampled: bool,
-                       rows_per_epoch: int | None, allow_partial_eval: bool = False) -> None:
-    """Raise naming the ``data.*`` option that cannot work; cheap, so the CLI runs it before any tower loads."""
+                       rows_per_epoch: int | None, allow_partial_eval: bool = False, sources: Any = None,
+                       train_shards: Any = None) -> list[SourceSpec] | None:
+    """Raise naming the ``data.*`` option that cannot work; cheap, so the CLI runs it before any tower loads.
+    Returns the validated ``data.sources`` (None when not set)."""
     if not isinstance(allow_partial_eval, bool):
         raise ValueError(f"data.allow_partial_eval={allow_partial_eval!r}: must be true or false (whether val / test "
                          "passes that skipped or lost rows are scored)")
@@ -41,14 +46,27 @@ def check_data_options(*, text_ratio: float, text_shards: Any, batch_size: int, 
     if resampled and rows_per_epoch is None:
         raise ValueError("data.resampled=true draws shards forever: set data.rows_per_epoch (rows per rank and "
                          "epoch)")
+    if sources is None:
+        return None
+    if train_shards is not None or text_ratio:
+        raise ValueError("data.sources replaces data.train_shards and data.text_ratio: list every training source "
+                         "under data.sources (shards too: format: shards; replay text: repeat: true) and unset those")
+    specs = check_sources(sources)
+    if rows_per_epoch is None and all(s.repeat for s in specs):
+        raise ValueError("every data.sources entry has repeat: true, so an epoch never ends: set data.rows_per_epoch "
+                         "or let one source end the epoch (repeat: false)")
+    return specs
 
 
 class VLDataModule(L.LightningDataModule):
     """Shard streams for training (image + text-only replay mix), validation, testing and probing.
 
     Args:
+        sources: training data from several places and formats, mixed by weight (``mmpeft.data.sources``: shards,
+            LLaVA / ShareGPT JSON, messages JSON(L), ``datasets`` tables, each with a weight and a column mapping);
+            replaces ``train_shards`` / ``text_ratio``. Each source's realised share is logged as ``data/share/<name>``.
         train_shards: image (or any) training shards: a shard directory, glob, brace pattern, or a list.
-        text_shards: text-only replay shards, mixed in at ``text_ratio``.
+        text_shards: text-only replay shards, mixed in at ``text_ratio`` (with ``sources``: only for Fisher / probes).
         val_shards: validation shards (read in order, no mixing).
         test_shards: test shards.
         text_ratio: fraction of training rows drawn from ``text_shards`` (0: no replay).
@@ -91,12 +109,15 @@ class VLDataModule(L.LightningDataModule):
         strict: bool = False,
         allow_partial_eval: bool = False,
         seed: int = 0,
+        sources: list[dict[str, Any]] | None = None,
     ):
         super().__init__()
-        check_data_options(text_ratio=text_ratio, text_shards=text_shards, batch_size=batch_size,
-                           eval_batch_size=eval_batch_size, num_workers=num_workers, max_length=max_length,
-                           shuffle_buffer=shuffle_buffer, bucket_window=bucket_window, resampled=resampled,
-                           rows_per_epoch=rows_per_epoch, allow_partial_eval=allow_partial_eval)
+        self.source_specs = check_data_options(
+            text_ratio=text_ratio, text_shards=text_shards, batch_size=batch_size, eval_batch_size=eval_batch_size,
+            num_workers=num_workers, max_length=max_length, shuffle_buffer=shuffle_buffer,
+            bucket_window=bucket_window, resampled=resampled, rows_per_epoch=rows_per_epoch,
+            allow_partial_eval=allow_partial_eval, sources=sources, train_shards=train_shards)
+        self.sources = sources
         self.train_shards = train_shards
         self.text_shards = text_shards
         self.val_shards = val_shards
@@ -124,12 +145,23 @@ class VLDataModule(L.LightningDataModule):
         manifests (None when the shards are given by pattern and nobody counted)."""
         if self.text_ratio > 0:
             return True
+        if self.source_specs is not None:
+            shards = [s.paths for s in self.source_specs if s.format == "shards"]
+            if any(all(Path(p).is_dir() for p in paths) and self._manifest_text(list(paths)) for paths in shards):
+                return True
+            return None  # other formats are not counted before reading
         specs = [self.train_shards] if isinstance(self.train_shards, str) else list(self.train_shards or [])
         if not specs or not all(Path(s).is_dir() for s in specs):
             return None
         from mmpeft.data.shards import read_manifest
 
         return any(read_manifest(s)["text_samples"] > 0 for s in specs)
+
+    @staticmethod
+    def _manifest_text(dirs: list[str]) -> bool:
+        from mmpeft.data.shards import read_manifest
+
+        return any(read_manifest(d)["text_samples"] > 0 for d in dirs)
 
     def connect(self, tokenizer: Any, image_transform: Callable[[Any], torch.Tensor], image_token: str,
                 num_image_tokens: int) -> None:
@@ -151,8 +183,31 @@ class VLDataModule(L.LightningDataModule):
         if self.processor is None:
             raise RuntimeError("VLDataModule.connect(...) must be called before building loaders (the CLI does it)")
 
+    def source_rows(self, spec: SourceSpec, skips: SkipCounts, shuffle: bool = True) -> ShardRows | RecordRows:
+        """One ``data.sources`` entry's rows: shards through ``ShardRows`` (the fast path), anything else through
+        ``RecordRows``. A repeating source is cycled through, so it is never drawn with replacement."""
+        resampled = self.resampled and not spec.repeat
+        if spec.format == "shards":
+            return ShardRows(resolve_shards(list(spec.paths)), self.processor, skips, shuffle=shuffle,
+                             shuffle_buffer=self.shuffle_buffer, resampled=resampled, seed=self.seed,
+                             strict=self.strict)
+        return RecordRows(spec, self.processor, skips, shuffle=shuffle, resampled=resampled, seed=self.seed,
+                          strict=self.strict)
+
+    def _mixture_loader(self) -> VLLoader:
+        skips = SkipCounts(max_workers=max(self.num_workers, 1))
+        mixer = WeightedMixer([MixSource(s.name, self.source_rows(s, skips), s.weight, s.repeat)
+                               for s in self.source_specs], seed=self.seed)
+        stream = VLStream(None, None, 0.0, self.batch_size, Collator(self.pad_token_id), mixer=mixer,
+                          bucket_window=self.bucket_window, rows_per_epoch=self.rows_per_epoch, drop_last=False,
+                          seed=self.seed)
+        self._train_loader = VLLoader(stream, skips, num_workers=self.num_workers, name="train")
+        return self._train_loader
+
     def train_dataloader(self) -> VLLoader:
         self._require_connected()
+        if self.source_specs is not None:
+            return self._mixture_loader()
         if self.train_shards is None and self.text_ratio < 1:
             raise ValueError("data.train_shards is not set")
         skips = SkipCounts(max_workers=max(self.num_workers, 1))

@@ -19,8 +19,9 @@ from mmpeft.data.schema import SampleError
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 
-def read_image_file(path: str | Path, where: str = "") -> tuple[bytes, str]:
-    """The bytes and (lower-case) extension of an image file, fully decoded once to prove it is intact.
+def read_image_file(path: str | Path, where: str = "", verify: bool = True) -> tuple[bytes, str]:
+    """The bytes and (lower-case) extension of an image file, fully decoded once to prove it is intact
+    (``verify=False``: not decoded here, for readers that decode the bytes next anyway).
 
     Raises:
         SampleError: ``missing_image`` (no such file), ``corrupt_image`` (unreadable or truncated) or
@@ -28,7 +29,8 @@ def read_image_file(path: str | Path, where: str = "") -> tuple[bytes, str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise SampleError("missing_image", f"image file {path} not found (check --image-root)", where)
+        raise SampleError("missing_image", f"image file {path} not found (check --image-root, or the image_root of "
+                          "its data.sources entry)", where)
     ext = path.suffix.lower().lstrip(".") or "jpg"
     if ext not in IMAGE_EXTENSIONS:
         raise SampleError("corrupt_image", f"{path}: unsupported image extension {ext!r}", where)
@@ -36,7 +38,8 @@ def read_image_file(path: str | Path, where: str = "") -> tuple[bytes, str]:
         data = path.read_bytes()
     except OSError as e:
         raise SampleError("corrupt_image", f"image file {path} cannot be read: {e}", where) from e
-    decode_image(data, where=f"{where} ({path})" if where else str(path))
+    if verify:
+        decode_image(data, where=f"{where} ({path})" if where else str(path))
     return data, ext
 
 

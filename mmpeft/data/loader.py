@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmpeft.data.collate import Collator, batch_rows
 from mmpeft.data.integrity import LOST_REASONS, PartialData, describe_losses
-from mmpeft.data.mixing import ReplayMixer
+from mmpeft.data.mixing import ReplayMixer, WeightedMixer
 from mmpeft.data.pipeline import NoUsableRows, Placement, ShardRows, SkipCounts
+from mmpeft.data.record_rows import RecordRows
 from mmpeft.types import Batch
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,21 @@ class VLStream(IterableDataset):
         text_ratio: target fraction of text-only rows.
         batch_size: rows per batch.
         collate: the collator.
+        mixer: a ``WeightedMixer`` of named sources instead of ``image_rows`` / ``text_rows`` / ``text_ratio``.
         bucket_window: length bucketing window in batches (0: off).
         rows_per_epoch: cap on rows per rank and epoch (required with resampled shards).
         drop_last: drop a final partial batch.
     """
 
     def __init__(self, image_rows: ShardRows | None, text_rows: ShardRows | None, text_ratio: float,
-                 batch_size: int, collate: Collator, *, bucket_window: int = 0, rows_per_epoch: int | None = None,
-                 drop_last: bool = False, seed: int = 0):
-        self.mixer = ReplayMixer(image_rows, text_rows, text_ratio, seed=seed)
-        primary = image_rows if text_ratio < 1 else text_rows  # its end is the epoch's end
-        if primary is not None and primary.resampled and rows_per_epoch is None:
-            raise ValueError("resampled shards never end: set rows_per_epoch")
+                 batch_size: int, collate: Collator, *, mixer: WeightedMixer | None = None, bucket_window: int = 0,
+                 rows_per_epoch: int | None = None, drop_last: bool = False, seed: int = 0):
+        self.mixer = mixer if mixer is not None else ReplayMixer(image_rows, text_rows, text_ratio, seed=seed)
+        # the sources whose end is the epoch's end: an epoch without one that ever ends needs a cap
+        ending = [s.rows for s in self.mixer.sources if not s.repeat]
+        if rows_per_epoch is None and all(getattr(rows, "resampled", False) for rows in ending):
+            raise ValueError("resampled shards never end: set rows_per_epoch" if ending else
+                             "every source repeats, so an epoch never ends: set rows_per_epoch")
         self.batch_size = batch_size
         self.collate = collate
         self.bucket_window = bucket_window
@@ -98,10 +102,11 @@ _DEFAULT_FIX = "the warnings above name a shard and key per reason; re-run the d
 class EpochStats:
     """What one pass over a ``VLLoader`` delivered, and what it did not.
 
-    ``skipped``: samples skipped, by reason. ``lost``: rows lost, by shard and reason (complete shard reads against
-    their manifest counts; counted per read, so a resampled shard read twice counts twice). ``damaged``: shards
-    without a manifest count whose read stopped early (rows lost unknown), by reason. ``unchecked_reads``: complete
-    reads of shards without a manifest count.
+    ``drawn``: rows drawn per named source (``data.sources``), ``targets`` their target shares; empty for the
+    image / text replay mix. ``skipped``: samples skipped, by reason. ``lost``: rows lost, by shard and reason
+    (complete shard reads against their manifest counts; counted per read, so a resampled shard read twice counts
+    twice). ``damaged``: shards without a manifest count whose read stopped early (rows lost unknown), by reason.
+    ``unchecked_reads``: complete reads of shards without a manifest count.
     """
 
     epoch: int
@@ -110,6 +115,8 @@ class EpochStats:
     text_rows: int = 0
     tokens: int = 0
     sources: Counter = field(default_factory=Counter)
+    drawn: dict[str, int] = field(default_factory=dict)
+    targets: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     lost: dict[str, dict[str, int]] = field(default_factory=dict)
     damaged: dict[str, str] = field(default_factory=dict)
@@ -133,8 +140,17 @@ class EpochStats:
         by_reason = Counter()
         for per in self.lost.values():
             by_reason.update(per)
+        drawn = sum(self.drawn.values())
         return {"rows": self.rows, "skipped": sum(self.skipped.values()), "lost": self.lost_rows,
-                "damaged_shards": len(self.damaged), **{f"lost_{r}": by_reason[r] for r in LOST_REASONS}}
+                "damaged_shards": len(self.damaged), **{f"lost_{r}": by_reason[r] for r in LOST_REASONS},
+                **{f"source_rows/{name}": n for name, n in self.drawn.items()},
+                **{f"share/{name}": n / max(drawn, 1) for name, n in self.drawn.items()}}
+
+    def share_report(self) -> str:
+        """``llava 61.2% (target 60.0%), ...``: each named source's share of the rows drawn, against its weight."""
+        drawn = max(sum(self.drawn.values()), 1)
+        return ", ".join(f"{name} {n / drawn:.1%} (target {self.targets.get(name, 0):.1%})"
+                         for name, n in self.drawn.items())
 
 
 class VLLoader:
@@ -195,6 +211,7 @@ class VLLoader:
         self.stream.epoch = self.epoch
         self.stream.rank, self.stream.world_size = distributed_placement()
         self.skips.reset()
+        self.stream.mixer.drawn.zero_()
         # Workers are recreated every epoch (not persistent) so they see the new epoch number.
         loader = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                             persistent_workers=False)
@@ -300,12 +317,14 @@ class VLLoader:
     def _collect(self, stats: EpochStats) -> None:
         stats.skipped = self.skips.totals()
         stats.lost, stats.damaged, stats.unchecked_reads = self.skips.losses()
-
-    def _readers(self) -> list[ShardRows]:
         mixer = self.stream.mixer
-        return [r for r in (mixer.image_rows, mixer.text_rows) if isinstance(r, ShardRows)]
+        if mixer.named:
+            stats.drawn, stats.targets = mixer.drawn_totals(), mixer.targets
 
-    def _gave_nothing(self, rows: ShardRows, read_through: bool = False) -> bool:
+    def _readers(self) -> list[ShardRows | RecordRows]:
+        return [s.rows for s in self.stream.mixer.sources if isinstance(s.rows, ShardRows | RecordRows)]
+
+    def _gave_nothing(self, rows: ShardRows | RecordRows, read_through: bool = False) -> bool:
         """Not a single row this pass (``read_through``: and at least one of its shards was read to its end)."""
         reads = self.skips.shard_reads(rows.first_shard, len(rows.urls))
         return bool(reads[:, SkipCounts.ROWS].sum() == 0 and (reads[:, SkipCounts.READS].sum() > 0 or not read_through))
@@ -331,11 +350,12 @@ class VLLoader:
                 f"  fix: " + "\n       ".join(fixes))
 
     def report(self, stats: EpochStats) -> str:
-        target = self.stream.mixer.text_ratio
+        mixer = self.stream.mixer
+        target = f"target {mixer.text_ratio:.1%}" if isinstance(mixer, ReplayMixer) else "mix " + stats.share_report()
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(stats.skipped.items())) or "none"
         unchecked = (f", {stats.unchecked_reads} shard read(s) unchecked (no manifest count)"
                      if stats.unchecked_reads else "")
         return (f"{self.name} epoch {stats.epoch}: {stats.batches} batches, {stats.rows} rows, text-only "
-                f"{stats.text_ratio:.1%} (target {target:.1%}), {stats.tokens} tokens, sources "
+                f"{stats.text_ratio:.1%} ({target}), {stats.tokens} tokens, sources "
                 f"{dict(stats.sources)}, skipped: {skipped}, lost: {describe_losses(stats.lost, stats.damaged)}"
                 f"{unchecked}")

@@ -47,15 +47,20 @@ class SampleProcessor:
             record = json.loads(sample["json"])
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SampleError("malformed_json", f"record is not valid JSON ({e})", where) from e
+        return self.process(record, sample, where)
+
+    def process(self, record: Any, files: dict[str, Any], where: str) -> dict[str, Any]:
+        """A parsed record and its image bytes by field (``record["images"]`` names them) -> a row. Every source
+        format ends here, so shards and direct reads of the same record give the same row."""
         validate_record(record, where)
         rendered = self.renderer.render(record, where)
         pixels = None
         if rendered.num_images:
             images = []
             for field in record["images"][: rendered.num_images]:
-                if field not in sample:
+                if field not in files:
                     raise SampleError("missing_image", f"image field {field!r} absent from the shard", where)
-                images.append(self.image_transform(decode_image(sample[field], where)))
+                images.append(self.image_transform(decode_image(files[field], where)))
             pixels = torch.stack(images)
         return {
             "input_ids": torch.tensor(rendered.input_ids, dtype=torch.long),
@@ -115,6 +120,8 @@ class SkipCounts:
         if error.reason not in self._logged:  # once per reason and process: the message names shard and key
             self._logged.add(error.reason)
             log.warning("skipping sample (%s): %s", error.reason, error)
+        else:  # every further one at debug level: each names its file and line / shard and key
+            log.debug("skipping sample (%s): %s", error.reason, error)
 
     def add_row(self, shard: int, slot: int) -> None:
         """Count a row given by shard ``shard`` (a registered index), as it is given: reads cut short count too."""

@@ -38,6 +38,13 @@ EVAL_FIELDS = {
     "answer_type": "VQAv2 answer type: 'yes/no', 'number' or 'other'",
     "image_id": "id of the image in its source",
     "captions": "list of reference captions",
+    "answer": "the gold answer: GQA's answer string, or ScienceQA's index into 'choices'",
+    "choices": "ScienceQA: the answer options, in order (prompted as A., B., ...)",
+    "structural_type": "GQA types.structural ('query' is an open question, the others binary)",
+    "semantic_type": "GQA types.semantic ('attr', 'cat', 'global', 'obj', 'rel')",
+    "hint": "ScienceQA: the problem's context text ('' when none)",
+    "subject": "ScienceQA subject, e.g. 'natural science'",
+    "grade": "ScienceQA grade, 'grade1' .. 'grade12'",
     "source_id": "the record's id exactly as its source file gave it (any JSON value: LLaVA ids are strings or "
                  "numbers); the top-level 'id' is its string form",
 }

@@ -3,9 +3,13 @@
 
 from mmpeft.eval.tasks.captions import CaptionTask
 from mmpeft.eval.tasks.generation import GenerationTask
+from mmpeft.eval.tasks.gqa import GQATask
 from mmpeft.eval.tasks.lm_harness import LmEvalTask
+from mmpeft.eval.tasks.scienceqa import ScienceQATask
 from mmpeft.eval.tasks.text_probes import TextProbeTask
+from mmpeft.eval.tasks.textvqa import TextVQATask
 from mmpeft.eval.tasks.vision import VisionDriftTask
 from mmpeft.eval.tasks.vqa import VQATask
 
-__all__ = ["CaptionTask", "GenerationTask", "LmEvalTask", "TextProbeTask", "VQATask", "VisionDriftTask"]
+__all__ = ["CaptionTask", "GQATask", "GenerationTask", "LmEvalTask", "ScienceQATask", "TextProbeTask", "TextVQATask",
+           "VQATask", "VisionDriftTask"]
