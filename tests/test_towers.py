@@ -29,6 +29,32 @@ def test_open_clip_feature_layer_and_prefix(tiny):
     assert not torch.equal(last(x), second(x)[:, 1:])
 
 
+def test_open_clip_weights_file_loads_without_a_random_weights_warning(tiny, tmp_path, caplog):
+    """An export's tower is an open_clip config without weights plus ``weights_file``: open_clip's warnings that
+    the model has no weights would be false there, so they are dropped (and only there)."""
+    import logging
+    import shutil
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    source = OpenClipVisionTower(tiny.open_clip, feature_layer=-2)
+    config_only = tmp_path / "vision_config"
+    config_only.mkdir()
+    shutil.copy(Path(tiny.open_clip.removeprefix("local-dir:")) / "open_clip_config.json", config_only)
+    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, tmp_path / "vision.safetensors")
+    with caplog.at_level(logging.INFO):
+        loaded = OpenClipVisionTower(f"local-dir:{config_only}", feature_layer=-2,
+                                     weights_file=str(tmp_path / "vision.safetensors"))
+    assert not [r for r in caplog.records if "no CLIP weights" in r.getMessage()
+                or "initialized randomly" in r.getMessage()]
+    x = torch.randn(1, 3, 32, 32)
+    assert torch.equal(loaded(x), source(x))
+    with caplog.at_level(logging.WARNING):  # without weights_file the warning is true, and kept
+        OpenClipVisionTower(f"local-dir:{config_only}", feature_layer=-2)
+    assert any("no CLIP weights" in r.getMessage() for r in caplog.records)
+
+
 def test_timm_vit_feature_layer_matches_forward_intermediates(tiny):
     import timm
     from safetensors.torch import load_file

@@ -11,8 +11,10 @@ compute and never receive adapters.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -161,10 +163,11 @@ class OpenClipVisionTower(VisionTower):
                 f"Unknown open_clip model {name!r}. Close matches: {close}. All names: open_clip.list_models(); "
                 "a local model is 'local-dir:/path/to/dir' (open_clip_config.json + weights)."
             )
-        clip = open_clip.create_model(
-            name, pretrained=pretrained, force_image_size=image_size, weights_only=True,
-            load_weights=weights_file is None,
-        )
+        with _quiet_missing_weights(weights_file is not None):
+            clip = open_clip.create_model(
+                name, pretrained=pretrained, force_image_size=image_size, weights_only=True,
+                load_weights=weights_file is None,
+            )
         visual = clip.visual
         del clip  # the text tower is never used
         self.feature_layer = feature_layer
@@ -237,3 +240,26 @@ def conv_layer_names(model: nn.Module) -> list[str]:
         n for n, m in model.named_modules()
         if isinstance(m, nn.Conv2d) and m.groups == 1 and m.in_channels > 4
     ]
+
+
+class _MissingWeightsFilter(logging.Filter):
+    """Drops open_clip's "no weights" warnings: they are wrong when ``weights_file`` supplies the weights."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("no CLIP weights found" in message or "Model initialized randomly" in message)
+
+
+@contextlib.contextmanager
+def _quiet_missing_weights(active: bool) -> Iterator[None]:
+    """While ``active``, open_clip's warnings that a model has no weights are dropped (an export's tower is built
+    without weights, then ``weights_file`` is loaded over it); every other message passes."""
+    if not active:
+        yield
+        return
+    root, quiet = logging.getLogger(), _MissingWeightsFilter()
+    root.addFilter(quiet)
+    try:
+        yield
+    finally:
+        root.removeFilter(quiet)
