@@ -22,12 +22,12 @@ import numpy as np
 import webdataset as wds
 from PIL import Image
 
+from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.data.chat import ChatRenderer
 from mmpeft.data.collate import Collator
 from mmpeft.data.loader import VLLoader, VLStream
 from mmpeft.data.pipeline import SampleProcessor, ShardRows, SkipCounts
 from mmpeft.data.schema import image_field, make_record
-from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.towers.llm import LLMTower
 from mmpeft.towers.vision import TimmVisionTower
 

@@ -26,9 +26,9 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, IterableDataset
 
 from mmpeft.adapters import AdapterSpec
+from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.module import LearningRates, VLMModule
 from mmpeft.projectors import MLPProjector
-from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.towers import LLMTower, TimmVisionTower
 from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel

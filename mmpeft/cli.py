@@ -8,8 +8,14 @@ Run directory (``--run_dir``, default ``runs/default``)::
 
     config.yaml          the resolved config of the run
     trainability.md      per component: method, trainable and frozen parameters
-    metrics.csv          every logged value (CSV logger); events.out.tfevents.* (TensorBoard)
+    metrics.csv          every logged value, lr/<group> of every parameter group included (CSV logger)
+    events.out.tfevents.*, hparams.yaml    TensorBoard (the default trainer.logger)
+    wandb/, mlflow.db    trackers of trainer.logger (logger/*.yaml presets; mmpeft.callbacks.trackers)
     checkpoints/         step=N.ckpt/ and last.ckpt/ directories (see mmpeft.callbacks.checkpoint_io)
+
+config.yaml, trainability.md and metrics.csv are written whatever ``trainer.logger`` says (``false`` included: it
+then means no tracker besides metrics.csv). Progress: a step-counting bar on a terminal, else a line every
+``--progress_every`` steps (``mmpeft.callbacks.step_progress``).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmpeft.callbacks.checkpoint_io import SafetensorsCheckpointIO
 from mmpeft.callbacks.run_logger import RunConfigSaver, RunCSVLogger
+from mmpeft.callbacks.step_progress import step_progress
+from mmpeft.callbacks.trackers import check_trackers_installed, place_in_run_dir
 from mmpeft.config_files import config_values, load_config_value, packaged_configs, resolve_config_args
 from mmpeft.data.datamodule import VLDataModule, check_data_options
 from mmpeft.module import VLMModule
@@ -72,6 +80,8 @@ class MMPeftCLI(LightningCLI):
         minute of model loading)."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_run_options(config.as_dict(), self.subcommand)
+        check_trackers_installed(config.get("trainer.logger"))
+        place_in_run_dir(config.get("trainer.logger"), Path(config.run_dir))
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--run_dir", type=str, default="runs/default",
@@ -80,20 +90,26 @@ class MMPeftCLI(LightningCLI):
                             help="save a checkpoint every N optimizer steps (and at the end)")
         parser.add_argument("--keep_checkpoints", type=int, default=2,
                             help="how many of the latest step checkpoints to keep (last.ckpt is always kept)")
+        parser.add_argument("--progress_every", type=int | None, default=None,
+                            help="when stdout is not a terminal (CI, SLURM, nohup): print a progress line (step, "
+                                 "loss, lr, tokens/s, elapsed, ETA) every N optimizer steps; default "
+                                 "trainer.log_every_n_steps. On a terminal: a tqdm bar over the run's steps")
 
     def instantiate_trainer(self, **kwargs: Any):
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         run_dir = Path(config["run_dir"])
         trainer_config = config.get("trainer", {})
+        # The run directory's metrics.csv (continued across resumes) always comes first, so trainer.log_dir,
+        # config.yaml and trainability.md stay in the run directory whatever trackers the user adds; logger=false
+        # (or []) means no tracker besides it.
         user_loggers = trainer_config.get("logger")
-        if user_loggers is not False:
-            # The run directory's metrics.csv (continued across resumes) always comes first, so trainer.log_dir,
-            # config.yaml and trainability.md stay in the run directory whatever trackers the user adds.
-            if user_loggers in (None, True):
-                user_loggers = [TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)]
-            elif not isinstance(user_loggers, list):
-                user_loggers = [user_loggers]
-            kwargs["logger"] = [RunCSVLogger(run_dir), *user_loggers]
+        if user_loggers in (None, True):
+            user_loggers = [TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)]
+        elif user_loggers is False:
+            user_loggers = []
+        elif not isinstance(user_loggers, list):
+            user_loggers = [user_loggers]
+        kwargs["logger"] = [RunCSVLogger(run_dir), *user_loggers]
         kwargs.setdefault("default_root_dir", str(run_dir))
         kwargs["plugins"] = [*(trainer_config.get("plugins") or []), SafetensorsCheckpointIO()]
         checkpoints = [] if trainer_config.get("enable_checkpointing") is False else [ModelCheckpoint(
@@ -102,8 +118,11 @@ class MMPeftCLI(LightningCLI):
             save_top_k=config["keep_checkpoints"],
         )]
         callbacks = [*(trainer_config.get("callbacks") or []), *checkpoints]
-        if user_loggers is not False and not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+        if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
             callbacks.append(LearningRateMonitor(logging_interval="step"))  # lr/<group> for every parameter group
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+                isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(step_progress(config.get("progress_every")))  # steps, not "Epoch 3/-2"
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
@@ -167,13 +186,16 @@ def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
                             model.get("warmup_steps", 0), model.get("min_lr_ratio", 0.1))
     check_data_options(**{k: data.get(k) for k in (
         "text_ratio", "text_shards", "batch_size", "eval_batch_size", "num_workers", "max_length", "shuffle_buffer",
-        "bucket_window", "resampled", "rows_per_epoch")})
+        "bucket_window", "resampled", "rows_per_epoch", "sources", "train_shards")})
     trainer = config.get("trainer") or {}
     max_steps = trainer.get("max_steps")
     if subcommand == "fit" and (max_steps is None or max_steps <= 0):
         raise ValueError(f"trainer.max_steps={max_steps}: set a positive number of optimizer steps (the learning "
                          "rate schedule is defined over it)")
     refuse_ignored_trainer_options(trainer, subcommand)
+    every = config.get("progress_every")
+    if every is not None and every < 1:
+        raise ValueError(f"--progress_every={every}: print a progress line every N >= 1 optimizer steps")
     llm = ((model.get("vlm") or {}).get("init_args") or {}).get("llm") or {}
     if llm.get("class_path", "").endswith("LLMTower") and (llm.get("init_args") or {}).get("name"):
         from mmpeft.towers.llm import llm_position_limit

@@ -52,7 +52,8 @@ class Parser:
 
 
 def trainer(log_dir):
-    return SimpleNamespace(log_dir=str(log_dir), is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda x: x))
+    return SimpleNamespace(log_dir=str(log_dir), is_global_zero=True, loggers=[],
+                           strategy=SimpleNamespace(broadcast=lambda x: x))
 
 
 def test_config_yaml_is_written_atomically_and_an_earlier_different_one_is_kept(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ lost) move to ``metrics.superseded.csv``, so ``metrics.csv`` holds one trajector
 run (step 0) in a used run directory therefore moves all earlier rows there.
 
 ``RunConfigSaver`` writes ``config.yaml`` like LightningCLI does, but keeps an earlier, different ``config.yaml``
-as ``config.<n>.yaml`` (the resumed run's config differs at least in ``ckpt_path``).
+as ``config.<n>.yaml`` (the resumed run's config differs at least in ``ckpt_path``), and records the resolved config
+as the hyperparameters of every tracker in ``trainer.logger`` (``mmpeft.callbacks.trackers.log_config``).
 
 Writes: ``config.yaml``, the merged ``metrics.csv``, ``metrics.superseded.csv`` and every rewrite of ``metrics.csv``
 under a new header (a column first logged) replace the file atomically (``mmpeft.atomic``). New rows are appended
@@ -28,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from mmpeft.atomic import write_text_atomic
+from mmpeft.callbacks.trackers import log_config
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class RunCSVLogger(CSVLogger):
 class RunConfigSaver(SaveConfigCallback):
     """LightningCLI's config saver, writing ``config.yaml`` atomically (rank zero, in ``trainer.log_dir``) and
     keeping an earlier, different ``config.yaml`` as ``config.<n>.yaml``: nothing is overwritten but the same
-    config. ``multifile`` is not supported."""
+    config. ``multifile`` is not supported. The config goes to every tracker as its hyperparameters."""
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if self.already_saved:
@@ -115,6 +117,12 @@ class RunConfigSaver(SaveConfigCallback):
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)  # all ranks agree, as Lightning's
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Record the resolved config as each tracker's hyperparameters (metrics.csv's is config.yaml itself)."""
+        trackers = [logger for logger in trainer.loggers if not isinstance(logger, RunCSVLogger)]
+        if trackers:
+            log_config(trackers, self.config.as_dict())
 
 
 def _write_rows_atomic(path: Path, rows: list[dict[str, str]], keys: list[str]) -> None:

@@ -45,6 +45,12 @@ EVAL_FIELDS = {
     "hint": "ScienceQA: the problem's context text ('' when none)",
     "subject": "ScienceQA subject, e.g. 'natural science'",
     "grade": "ScienceQA grade, 'grade1' .. 'grade12'",
+    "category": "POPE: the split (adversarial / popular / random); MME: the subtask ('existence', ..., "
+                "'code_reasoning'); MMBench: the ability category. Their 'answer' is yes/no, Yes/No, the letter",
+    "index": "MMBench: the TSV row index (question index + k * 1e6 for its k-th option rotation)",
+    "options": "MMBench: {letter: option text} of the row's options, in this rotation",
+    "l2_category": "MMBench: the L2 ability category (TSV column 'l2-category')",
+    "split": "MMBench: the TSV's split column ('dev' / 'test')",
     "source_id": "the record's id exactly as its source file gave it (any JSON value: LLaVA ids are strings or "
                  "numbers); the top-level 'id' is its string form",
 }
