@@ -193,6 +193,9 @@ class VLMModule(L.LightningModule):
             tokens = batch["attention_mask"].sum() * self.trainer.world_size
             self.log("tokens_per_s", tokens / (now - self._last_step_time), prog_bar=True, batch_size=batch_size)
         self._last_step_time = now
+        if self.device.type == "cuda":  # the process's peak so far on this rank's device (sweep reports read it)
+            self.log("perf/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30,
+                     batch_size=batch_size)
         return total
 
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -133,10 +133,40 @@ def test_disabled_soft_prompt_gives_base(tiny):
     assert not torch.equal(prompted, base_logits), "the enabled prompt changes the output"
 
 
-def test_disabled_adapters_refuses_full_finetuning(tiny):
+def test_disabled_adapters_gives_the_base_of_a_fully_tuned_llm_and_the_trained_weights_back(tiny, tmp_path):
+    """Full tuning keeps a copy of the base: inside disabled_adapters the tuned LLM computes exactly the base (so
+    the KL guard, probes and eval compare against it), after it exactly its trained self; a saved and reloaded
+    checkpoint has the same base (the copy is taken before the trained weights load)."""
+    from mmpeft.checkpoint import load_pretrained, save_trainable
+
     vlm = build_vlm(tiny, llm_spec=AdapterSpec("full"))
-    with pytest.raises(ValueError, match="fully fine-tuned"):
+    base = build_vlm(tiny)
+    base.projector.load_state_dict(vlm.projector.state_dict())
+    with torch.no_grad():
+        for p in vlm.llm.parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # "training"
+    batch = make_batch(vlm, MIXED_ROWS)
+    with torch.no_grad():
+        base_logits = base(**batch, return_logits=True).logits
+        tuned_logits = vlm(**batch, return_logits=True).logits
         with disabled_adapters(vlm):
+            assert torch.equal(vlm(**batch, return_logits=True).logits, base_logits)
+        assert torch.equal(vlm(**batch, return_logits=True).logits, tuned_logits)
+    assert not torch.equal(tuned_logits, base_logits)
+    assert all(p.requires_grad for p in vlm.llm.parameters())
+    save_trainable(vlm, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch, return_logits=True).logits, tuned_logits)
+        with disabled_adapters(loaded):
+            torch.testing.assert_close(loaded(**batch, return_logits=True).logits, base_logits)
+
+
+def test_disabled_adapters_refuses_full_tuning_without_a_base_copy(tiny):
+    vlm = build_vlm(tiny)
+    vlm.llm.requires_grad_(True)  # made trainable outside apply_adapter: no base copy was kept
+    with pytest.raises(ValueError, match="fully fine-tuned module"):
+        with disabled_adapters(vlm.llm):
             pass
 
 

@@ -17,6 +17,9 @@ INSIDE_CALLERS_DIRECTORY = "writes into the directory its callers give it, an at
 ALLOWED = {
     ("mmpeft/apps/demo.py", "_run_job"): "the job's console log, opened for append and line-buffered: a crash cuts "
                                          "at most its last line, and nothing reads it as data",
+    ("mmpeft/sweeps/runner.py", "run_step"): "a sweep run's console log (sweep.log), opened for append and "
+                                             "line-buffered: a crash cuts at most its last line; state is in "
+                                             "sweep_run.json, written atomically",
     ("mmpeft/eval/captioning.py", "java_ptb_tokenize"): "java's input file in a TemporaryDirectory deleted after "
                                                         "the call: scratch, not an output",
     ("mmpeft/zoo.py", "_build_smollm2"): INSIDE_CALLERS_DIRECTORY + " (cached_entry)",

@@ -10,8 +10,8 @@ import tomllib
 
 from mmpeft.apps.main import cli_main
 
-VERBS = ["fit", "validate", "test", "eval", "chat", "generate", "report", "demo", "export", "fisher", "tiny-towers",
-         "quickstart"]
+VERBS = ["fit", "validate", "test", "eval", "chat", "generate", "report", "sweep", "demo", "export", "fisher",
+         "tiny-towers", "quickstart"]
 LIGHTNING_VERBS = ["fit", "validate", "test"]
 
 

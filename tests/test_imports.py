@@ -106,6 +106,7 @@ LAYERS = [
     ("evaluation", ["mmpeft.eval", "mmpeft.inference"]),
     ("training", ["mmpeft.module", "mmpeft.cli", "mmpeft.optimization", "mmpeft.data.datamodule",
                   "mmpeft.callbacks"]),
+    ("sweeps", ["mmpeft.sweeps"]),
     ("apps", ["mmpeft.apps"]),
 ]
 

@@ -55,7 +55,8 @@ def test_wandb_offline_and_mlflow_local_write_the_run_dir_with_metrics_and_hyper
     (mlrun,) = client.search_runs([experiment.experiment_id])
     assert mlrun.info.run_name == "run"
     assert mlrun.data.params["trainer/max_steps"] == "4"
-    assert mlrun.data.params["model/vlm/class_path"] == "mmpeft.vlm.VisionLanguageModel"  # nested config: keys joined by /
+    # the nested config, keys joined by /
+    assert mlrun.data.params["model/vlm/class_path"] == "mmpeft.vlm.VisionLanguageModel"
     history = client.get_metric_history(mlrun.info.run_id, "train/loss")
     assert len(history) == 4
     assert any(k.startswith("lr") for k in mlrun.data.metrics)

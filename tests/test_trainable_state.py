@@ -116,18 +116,28 @@ def test_full_tuning_is_read_from_the_specs_not_marked_on_modules(tiny):
     assert list(vlm.fully_trained_modules()) == ["llm.model"] and vlm.fully_trained_modules()["llm.model"] is \
         vlm.llm.model
     assert not any(k.startswith("mmpeft") for m in vlm.modules() for k in vars(m)), "no marker on foreign modules"
-    with pytest.raises(ValueError, match=r"fully fine-tuned modules \['llm.model'\]"):
-        with disabled_adapters(vlm):
-            pass
+    with disabled_adapters(vlm):  # its base weights were kept when it was made trainable (tests/test_adapters.py)
+        pass
     with disabled_adapters(vlm.vision):  # a LoRA tower alone: its base is there
         pass
 
 
-def test_a_fully_trained_tower_alone_refuses_to_give_a_base(tiny):
+def test_a_fully_trained_tower_alone_gives_its_base_and_refuses_without_a_kept_copy(tiny):
     tower = build_vision(tiny)
     apply_adapter(tower.model, AdapterSpec("full"), [])
-    with pytest.raises(ValueError, match="fully fine-tuned"):
+    pixels = torch.randn(1, 3, *tower.image_size)
+    with torch.no_grad():
+        before = tower(pixels)
+        for p in tower.parameters():
+            p.add_(0.1)
+        trained = tower(pixels)
         with disabled_adapters(tower):
+            torch.testing.assert_close(tower(pixels), before, rtol=0, atol=0)
+        torch.testing.assert_close(tower(pixels), trained, rtol=0, atol=0)
+    other = build_vision(tiny)
+    other.requires_grad_(True)  # trainable without apply_adapter: no base copy
+    with pytest.raises(ValueError, match="fully fine-tuned"):
+        with disabled_adapters(other):
             pass
 
 

@@ -8,6 +8,7 @@ on every non-adapter parameter of the module it is given, so it is applied per t
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -83,6 +84,7 @@ def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[st
     if spec.method == "frozen":
         return None
     if spec.method == "full":
+        remember_base_weights(module)
         module.requires_grad_(True)
         return None
     config = peft_config(spec, resolve_targets(module, spec, default_targets))
@@ -122,33 +124,81 @@ def trained_bases(model: nn.Module) -> list[str]:
     return [type(model).__name__] if trained else []
 
 
+# fully trained module -> its base weights (CPU copies by parameter name), taken when ``apply_adapter`` made it
+# trainable: before any training, and, for a loaded checkpoint, before its trained weights were loaded into it.
+# A registry, not an attribute: nothing is marked on the module (its state_dict and checkpoints stay as they were).
+_BASE_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def remember_base_weights(module: nn.Module) -> None:
+    """Keep a CPU copy of ``module``'s weights as its base, so ``disabled_adapters`` can run it as the base after
+    full tuning. Costs host memory of one copy of the module (a 7B LLM in bf16: 14 GB)."""
+    _BASE_WEIGHTS[module] = {name: p.detach().to("cpu", copy=True) for name, p in module.named_parameters()}
+
+
+def _fully_trained(model: nn.Module) -> dict[str, nn.Module]:
+    """``{name: module}`` whose base weights must be swapped in: the VLM's record, else (a single tower) its
+    submodules with a kept base, else the module itself when its base weights train (which then cannot be run as
+    its base)."""
+    if hasattr(model, "fully_trained_modules"):
+        return dict(model.fully_trained_modules())
+    if not trained_bases(model):
+        return {}
+    kept = {name: m for name, m in model.named_modules() if m in _BASE_WEIGHTS}
+    return kept or {type(model).__name__: model}
+
+
+@contextmanager
+def _base_weights_swapped_in(modules: dict[str, nn.Module]) -> Iterator[None]:
+    """Point each fully trained module's parameters at its remembered base weights (copied to the parameters'
+    devices and dtypes), and back to the trained tensors after."""
+    swapped: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+    for name, module in modules.items():
+        base = _BASE_WEIGHTS.get(module)
+        params = dict(module.named_parameters())
+        if base is None or set(base) != set(params):
+            raise ValueError(
+                f"disabled_adapters cannot restore the base of fully fine-tuned module {name!r}: no copy of its base "
+                "weights was kept for these parameters (it was made trainable outside apply_adapter, or wrapped "
+                "since, e.g. by FSDP). Use an adapter method for it, or compare against a separately loaded base.")
+        swapped += [(p, base[n]) for n, p in params.items()]
+    trained = []
+    try:
+        with torch.no_grad():
+            for p, base_weight in swapped:
+                trained.append(p.data)
+                p.data = base_weight.to(device=p.device, dtype=p.dtype)
+        yield
+    finally:
+        for (p, _), weight in zip(swapped, trained, strict=False):
+            p.data = weight
+
+
 @contextmanager
 def disabled_adapters(model: nn.Module) -> Iterator[None]:
-    """Run ``model`` as its exact frozen base: every adapter (peft layers, soft prompts) is bypassed.
+    """Run ``model`` as its exact frozen base: every adapter (peft layers, soft prompts) is bypassed, and the
+    weights of fully tuned towers (method ``full``) are swapped for the base weights kept when they were made
+    trainable (``remember_base_weights``; the trained tensors stay allocated, so the pass briefly holds both).
 
     peft's switch also flips ``requires_grad`` on adapter weights; the flags are restored as they were found,
     so keep the scope to a reference forward (under ``torch.no_grad()``).
 
     Raises:
-        ValueError: a tower is fully fine-tuned (method ``full``): its base weights are gone.
+        ValueError: a fully tuned module whose base weights were not kept (see ``_base_weights_swapped_in``).
     """
-    full = trained_bases(model)
-    if full:
-        raise ValueError(
-            f"disabled_adapters cannot restore the base of fully fine-tuned modules {full}: their weights were "
-            "trained in place. Use an adapter method for them, or compare against a separately loaded base."
-        )
     layers = _adapter_layers(model)
     flags = {p: p.requires_grad for layer in layers for p in layer.parameters()}
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield
-    finally:
+    with _base_weights_swapped_in(_fully_trained(model)):
         for layer in layers:
-            layer.enable_adapters(True)
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
 
 
 def adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -63,6 +63,7 @@ VERBS: dict[str, Verb] = {
     "generate": Verb("batched generation from a prompts JSONL file to an output JSONL file",
                      module_main("mmpeft.apps.generate")),
     "report": Verb("table and plots across run directories", module_main("mmpeft.eval.report")),
+    "sweep": Verb("grid of configs x seeds, run locally or on SLURM", module_main("mmpeft.apps.sweep")),
     "demo": Verb("train, score and compare two recipes on the embedded towers, offline on a CPU (12 min)",
                  module_main("mmpeft.apps.demo")),
     "export": Verb("merge a checkpoint's adapters into a standalone model directory",

@@ -3,83 +3,19 @@
 From each run directory: its latest ``eval/*.json`` (``mmpeft eval``) and the probe curves in ``metrics.csv``
 (``ForgettingProbes`` callback). Writes ``report.json``, ``report.md``, ``vl_vs_forgetting.png`` (VL score against
 text forgetting, one point per run) and ``curves.png`` (forgetting and VL score over training steps).
+
+``mmpeft report --sweep SWEEP_DIR`` (or ``--from-jsonl RUNS_JSONL``) compares the configs of a sweep across
+training seeds instead: ``mmpeft.eval.sweep_report``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from mmpeft.atomic import save_figure_atomic, write_json_atomic, write_text_atomic
-
-
-def latest_eval(run_dir: Path) -> dict[str, Any] | None:
-    files = sorted((run_dir / "eval").glob("*.json")) if (run_dir / "eval").is_dir() else []
-    evals = []
-    for f in files:
-        if f.name.endswith(".predictions.json"):
-            continue
-        try:
-            evals.append(json.loads(f.read_text()))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{f} is not a readable eval JSON ({e}); re-run mmpeft eval for it or move it out of "
-                             f"{f.parent}") from None
-    evals = [e for e in evals if isinstance(e, dict)]
-    return max(evals, key=lambda e: e.get("step") or -1) if evals else None
-
-
-def probe_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """``{column: [(step, value)]}`` for every ``probe/...`` column of ``metrics.csv``."""
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
-        return {}
-    curves: dict[str, list[tuple[int, float]]] = {}
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key and key.startswith("probe/") and value not in ("", None):
-                    curves.setdefault(key, []).append((int(row["step"]), float(value)))
-    return curves
-
-
-# (summary key, probe kind, metric): each change in the units of the table (``_change``: perplexity in percent of
-# the base's, accuracies in points)
-SUMMARY_CHANGES = (("ppl_change_pct", "perplexity", "perplexity"), ("mc_acc_change", "multiple_choice", "acc"),
-                   ("em_change", "exact_match", "exact_match"))
-
-
-def probe_changes(text_probes: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per probe and headline metric: ``{"probe", "metric", "change", "interval"}``, the change of the adapted
-    model against its base in table units (perplexity: percent of the base; acc, exact_match: points) with its 95%
-    interval over the probe's items (``interval_95[metric]["delta"]`` of the eval JSON; None where not recorded)."""
-    rows = []
-    for name, r in text_probes.items():
-        for _, kind, metric in SUMMARY_CHANGES:
-            if r.get("kind") != kind or metric not in r.get("delta", {}):
-                continue
-            scale = 100 / r["base"][metric] if metric == "perplexity" else 100
-            interval = r.get("interval_95", {}).get(metric, {}).get("delta")
-            rows.append({"probe": name, "metric": metric, "change": scale * r["delta"][metric],
-                         "interval": None if interval is None else [scale * v for v in interval]})
-    return rows
-
-
-def forgetting(text_probes: dict[str, Any]) -> dict[str, Any]:
-    """Summary of text forgetting: mean perplexity change in percent, mean MC accuracy and EM changes (points);
-    where one probe of a kind gives the figure, also its 95% interval (``<key>_interval``, over the probe's items;
-    a mean over several probes has none here: ``probe_changes`` lists each probe's)."""
-    out: dict[str, Any] = {}
-    changes = probe_changes(text_probes)
-    for key, _, metric in SUMMARY_CHANGES:
-        found = [c for c in changes if c["metric"] == metric]
-        if found:
-            out[key] = sum(c["change"] for c in found) / len(found)
-        if len(found) == 1 and found[0]["interval"] is not None:
-            out[key + "_interval"] = found[0]["interval"]
-    return out
+from mmpeft.eval.run_readers import forgetting, latest_eval, probe_changes, probe_curves
 
 
 def missing_summary(evaluation: dict[str, Any]) -> dict[str, Any] | None:
@@ -265,10 +201,33 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="mmpeft report", description=__doc__)
-    parser.add_argument("runs", nargs="+", help="run directories")
-    parser.add_argument("--out", default="runs/report", help="output directory")
+    parser.add_argument("runs", nargs="*", help="run directories (or --sweep / --from-jsonl)")
+    parser.add_argument("--out", help="output directory (default runs/report; with --sweep SWEEP_DIR/report; with "
+                                      "--from-jsonl the JSONL's directory)")
+    sweep = parser.add_argument_group("a sweep across seeds (mmpeft.eval.sweep_report)")
+    sweep.add_argument("--sweep", help="a sweep directory (`mmpeft sweep --out`): compare its configs across seeds")
+    sweep.add_argument("--from-jsonl", help="the runs.jsonl of an earlier sweep report: rebuild the report from it")
+    sweep.add_argument("--baseline", help="config id for paired differences (default: sweep.json's baseline)")
+    sweep.add_argument("--vl-metric", help="VL score metric (default vqa/overall, else captions/CIDEr)")
+    sweep.add_argument("--forgetting-metric", help="text forgetting metric, lower is better (default "
+                                                   "forgetting/ppl_change_pct)")
     args = parser.parse_args(argv)
-    result = write_report(args.runs, args.out)
-    print((Path(args.out) / "report.md").read_text())
+    options = {"baseline": args.baseline, "vl_metric": args.vl_metric, "forgetting_metric": args.forgetting_metric}
+    if args.sweep or args.from_jsonl:
+        if args.runs:
+            parser.error("give run directories or --sweep / --from-jsonl, not both")
+        from mmpeft.eval.sweep_report import report_sweep
+
+        result = report_sweep(args.sweep, args.from_jsonl, args.out, **options)
+        print(next(f for f in result["files"] if f.name == "sweep_report.md").read_text())
+        print("wrote", ", ".join(str(f) for f in result["files"]))
+        return result
+    if any(v is not None for v in options.values()):
+        parser.error("--baseline, --vl-metric and --forgetting-metric apply to --sweep / --from-jsonl only")
+    if not args.runs:
+        parser.error("give run directories, --sweep SWEEP_DIR or --from-jsonl RUNS_JSONL")
+    out = args.out or "runs/report"
+    result = write_report(args.runs, out)
+    print((Path(out) / "report.md").read_text())
     print("wrote", ", ".join(str(f) for f in result["files"]))
     return result
