@@ -32,7 +32,8 @@ from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
-from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
+from mmpeft.optimization import (LearningRates, check_optimizer_options, clip_unscaled_gradients, has_grad_scaler,
+                                 warmup_cosine_schedule)
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
@@ -282,12 +283,22 @@ class VLMModule(L.LightningModule):
 
     def configure_optimizers(self):
         groups = self.parameter_groups()
-        # one fused kernel for all trainable tensors when they live on a GPU (LoRA at r=128 is ~300M values)
-        fused = all(p.is_cuda for g in groups for p in g["params"])
+        # one fused kernel for all trainable tensors when they live on a GPU (LoRA at r=128 is ~300M values), unless
+        # a gradient scaler (fp16) must unscale before clipping, which a fused step would do too late
+        fused = all(p.is_cuda for g in groups for p in g["params"]) and not has_grad_scaler(self.trainer)
         optimizer = torch.optim.AdamW(groups, betas=self.betas, fused=fused or None)
         schedule = warmup_cosine_schedule(optimizer, self.warmup_steps, self.trainer.max_steps, self.min_lr_ratio)
         # "name": Lightning's LearningRateMonitor (added by the CLI) logs each group as lr/<group name>
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step", "name": "lr"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """``trainer.gradient_clip_val`` under bf16 autocast with the fused AdamW: Lightning's mixed-precision plugin
+        refuses to clip for any optimizer that unscales in its step, though without a gradient scaler (bf16)
+        nothing is scaled (``clip_unscaled_gradients``). Every other case goes through Lightning's clipping."""
+        if gradient_clip_val and clip_unscaled_gradients(self.trainer, optimizer, gradient_clip_val,
+                                                         gradient_clip_algorithm):
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------------ checkpoints
 
