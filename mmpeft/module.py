@@ -32,8 +32,13 @@ from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
-from mmpeft.optimization import (LearningRates, check_optimizer_options, clip_unscaled_gradients, has_grad_scaler,
-                                 warmup_cosine_schedule)
+from mmpeft.optimization import (
+    LearningRates,
+    check_optimizer_options,
+    clip_unscaled_gradients,
+    has_grad_scaler,
+    warmup_cosine_schedule,
+)
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 

@@ -225,3 +225,23 @@ def test_an_eval_config_error_of_a_kind_without_a_message_constructor_stays_clea
                     "init_args": {"name": "p", "path": str(tmp_path / "latin1.txt")}}]}}]}))
     with pytest.raises(ValueError, match=rf"eval config {config}:"):
         load_eval_config([str(config)])
+
+
+def test_caption_tokenizer_flag_overrides_the_caption_tasks_of_eval_configs(tmp_path):
+    """`mmpeft eval --config eval/demo.yaml --caption-tokenizer python` on a machine without java: the packaged
+    config says tokenizer: ptb; the flag replaces it (it once applied to --captions only, so such evals failed)."""
+    from mmpeft.eval.config import load_eval_config
+    from mmpeft.eval.run import parser, with_caption_tokenizer
+
+    (tmp_path / "caps").mkdir()
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"tasks": [{"class_path": "mmpeft.eval.tasks.CaptionTask", "init_args": {
+        "shards": str(tmp_path / "caps"), "tokenizer": "ptb"}}]}))
+    tasks = load_eval_config([str(config)]).tasks
+    captions = [t for t in tasks if isinstance(t, CaptionTask)]
+    assert captions and all(t.tokenizer == "ptb" for t in captions)
+    assert parser().parse_args(["--checkpoint", "x"]).caption_tokenizer is None  # no flag: the config's choice
+    with_caption_tokenizer(tasks, None)
+    assert all(t.tokenizer == "ptb" for t in captions)
+    with_caption_tokenizer(tasks, "python")
+    assert all(t.tokenizer == "python" for t in captions)

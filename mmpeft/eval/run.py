@@ -67,7 +67,7 @@ def flag_tasks(args: argparse.Namespace) -> list[EvalTask]:
     if args.vqa:
         tasks.append(VQATask(args.vqa))
     if args.captions:
-        tasks.append(CaptionTask(args.captions, tokenizer=args.caption_tokenizer))
+        tasks.append(CaptionTask(args.captions, tokenizer=args.caption_tokenizer or "ptb"))
     probes = ([PerplexityProbe(n, p) for n, p in _named(args.ppl, "--ppl")]
               + [MultipleChoiceProbe(n, p) for n, p in _named(args.mc, "--mc")]
               + [ExactMatchProbe(n, p) for n, p in _named(args.em, "--em")])
@@ -80,6 +80,16 @@ def flag_tasks(args: argparse.Namespace) -> list[EvalTask]:
     return tasks
 
 
+def with_caption_tokenizer(tasks: list[EvalTask], tokenizer: str | None) -> list[EvalTask]:
+    """``tasks`` with every caption task set to ``tokenizer`` (``--caption-tokenizer``), those of eval configs
+    included: a machine without java scores a packaged config's captions in Python. None leaves them as they are."""
+    if tokenizer:
+        for task in tasks:
+            if isinstance(task, CaptionTask):
+                task.tokenizer = tokenizer
+    return tasks
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmpeft eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,9 +99,11 @@ def parser() -> argparse.ArgumentParser:
                         "such as eval/demo.yaml); repeatable, tasks add up")
     p.add_argument("--vqa", nargs="+", help="VQA shards (directory, glob or brace pattern)")
     p.add_argument("--captions", nargs="+", help="caption shards")
-    p.add_argument("--caption-tokenizer", choices=TOKENIZERS, default="ptb",
-                   help="for --captions: ptb: pycocoevalcap's Java PTBTokenizer (needs java); python: the pure-Python "
-                        "tokenizer that gives the same tokens (METEOR still needs java, else reported as null)")
+    p.add_argument("--caption-tokenizer", choices=TOKENIZERS, default=None,
+                   help="the tokenizer of every caption task, --captions and those of --config files alike (given, it "
+                        "replaces their tokenizer: setting; default: theirs, ptb for --captions). ptb: pycocoevalcap's "
+                        "Java PTBTokenizer (needs java); python: the pure-Python tokenizer that gives the same tokens "
+                        "(METEOR still needs java, else reported as null)")
     p.add_argument("--ppl", nargs="+", default=[], help="perplexity probe files, NAME=PATH or PATH (JSONL/.txt)")
     p.add_argument("--mc", nargs="+", default=[], help="multiple-choice probe files (JSONL)")
     p.add_argument("--em", nargs="+", default=[], help="exact-match generation probe files (JSONL)")
@@ -121,7 +133,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     checkpoint = Path(args.checkpoint)
     out = output_path(checkpoint, args.out)  # a bad --out fails before the model loads
     config = load_eval_config(args.config)
-    tasks = config.tasks + flag_tasks(args)
+    tasks = with_caption_tokenizer(config.tasks + flag_tasks(args), args.caption_tokenizer)
     if not tasks:
         raise SystemExit("mmpeft eval: nothing to evaluate; give an eval config (--config eval/demo.yaml or your "
                          "own) or task flags (--vqa, --captions, --ppl, --mc, --em, --vision, --lm-eval-tasks)")
