@@ -22,7 +22,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
@@ -32,13 +34,7 @@ from mmpeft.data.collate import select_rows
 from mmpeft.data.input_format import input_format_of
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
-from mmpeft.optimization import (
-    LearningRates,
-    check_optimizer_options,
-    clip_unscaled_gradients,
-    has_grad_scaler,
-    warmup_cosine_schedule,
-)
+from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
@@ -360,3 +356,29 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def has_grad_scaler(trainer: Any) -> bool:
+    """Whether ``trainer``'s precision plugin scales the loss (fp16 mixed precision), so gradients must be unscaled
+    before they are clipped."""
+    return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
+
+
+def clip_unscaled_gradients(trainer: Any, optimizer: torch.optim.Optimizer, clip_val: float,
+                            algorithm: str | None) -> bool:
+    """Clip the gradients of ``optimizer``'s parameters in place when Lightning's mixed-precision plugin would
+    refuse to: a fused optimizer (it unscales inside its step) and no gradient scaler (bf16 autocast: nothing is
+    scaled, so clipping before the step is exact). Returns False, doing nothing, in every other case (fp16 with a
+    scaler, other precision plugins such as FSDP's, a non-fused optimizer), which Lightning's clipping handles.
+
+    ``algorithm``: ``norm`` (default; the total 2-norm over all parameters, ``clip_grad_norm_``) or ``value``.
+    """
+    plugin = getattr(trainer, "precision_plugin", None)
+    if not (isinstance(plugin, MixedPrecision) and plugin.scaler is None and _optimizer_handles_unscaling(optimizer)):
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if str(getattr(algorithm, "value", algorithm) or "norm").lower() == "value":
+        torch.nn.utils.clip_grad_value_(params, clip_val)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, clip_val)
+    return True

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -71,31 +69,3 @@ def warmup_cosine_schedule(optimizer: Optimizer, warmup_steps: int, total_steps:
     return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
         optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps, min_lr_rate=min_lr_ratio)
 
-
-def has_grad_scaler(trainer: Any) -> bool:
-    """Whether ``trainer``'s precision plugin scales the loss (fp16 mixed precision), so gradients must be unscaled
-    before they are clipped."""
-    return getattr(getattr(trainer, "precision_plugin", None), "scaler", None) is not None
-
-
-def clip_unscaled_gradients(trainer: Any, optimizer: torch.optim.Optimizer, clip_val: float,
-                            algorithm: str | None) -> bool:
-    """Clip the gradients of ``optimizer``'s parameters in place when Lightning's mixed-precision plugin would
-    refuse to: a fused optimizer (it unscales inside its step) and no gradient scaler (bf16 autocast: nothing is
-    scaled, so clipping before the step is exact). Returns False, doing nothing, in every other case (fp16 with a
-    scaler, other precision plugins such as FSDP's, a non-fused optimizer), which Lightning's clipping handles.
-
-    ``algorithm``: ``norm`` (default; the total 2-norm over all parameters, ``clip_grad_norm_``) or ``value``.
-    """
-    from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
-    from lightning.pytorch.plugins.precision import MixedPrecision
-
-    plugin = getattr(trainer, "precision_plugin", None)
-    if not (isinstance(plugin, MixedPrecision) and plugin.scaler is None and _optimizer_handles_unscaling(optimizer)):
-        return False
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if str(getattr(algorithm, "value", algorithm) or "norm").lower() == "value":
-        torch.nn.utils.clip_grad_value_(params, clip_val)
-    else:
-        torch.nn.utils.clip_grad_norm_(params, clip_val)
-    return True

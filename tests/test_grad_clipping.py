@@ -1,11 +1,11 @@
 """Gradient clipping with the fused AdamW under bf16 autocast: Lightning's mixed-precision plugin refuses it (the
-optimizer unscales in its step), though bf16 has no scaler; VLMModule clips itself there (mmpeft.optimization)."""
+optimizer unscales in its step), though bf16 has no scaler; VLMModule clips itself there (mmpeft.module)."""
 
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 
-from mmpeft.optimization import clip_unscaled_gradients, has_grad_scaler
+from mmpeft.module import clip_unscaled_gradients, has_grad_scaler
 
 
 class FakeTrainer:

@@ -95,7 +95,8 @@ def check_tokenizer_usable(tokenizer: str) -> None:
     _check_tokenizer(tokenizer)
     if tokenizer == "ptb" and not java_available():
         raise RuntimeError(f"tokenizer='ptb' runs pycocoevalcap's Java PTBTokenizer but `java` is not on PATH: "
-                           f"{_JAVA_HINT}, or use tokenizer='python', the pure-Python tokenizer that gives the same tokens: "
+                           f"{_JAVA_HINT}, or use tokenizer='python', the pure-Python tokenizer that gives the same "
+                           "tokens: "
                            "`mmpeft eval --caption-tokenizer python` (it also overrides the caption tasks of --config "
                            "files), or `tokenizer: python` in an eval config's CaptionTask")
 
