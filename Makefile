@@ -8,7 +8,7 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 
 .PHONY: demo test lint install clean
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt requirements-trackers.txt requirements-zoo.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt requirements-trackers.txt requirements-quant.txt requirements-zoo.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -r requirements-zoo.txt

@@ -316,6 +316,9 @@ def export(vlm: VisionLanguageModel, directory: str | Path) -> Path:
             shutil.copy(Path(name.removeprefix("local-dir:")) / "open_clip_config.json", tmp / "vision_config")
             vision_args["name"] = "local-dir:vision_config"
         cfg["vision_adapter"]["method"] = cfg["llm_adapter"]["method"] = "frozen"
+        for tower in ("llm", "vision"):  # the export holds plain (dequantised) weights in the towers' dtypes
+            if cfg[tower]["init_args"].get("quantize") is not None:
+                cfg[tower]["init_args"]["quantize"] = None
         fingerprints = {"vision": base_fingerprint(vlm.vision, vision_state),
                         "llm": base_fingerprint(vlm.llm, llm_state)}
         (tmp / CONFIG_FILE).write_text(json.dumps({"format": "export", "vlm": cfg,

@@ -29,6 +29,7 @@ from transformers.pytorch_utils import Conv1D
 
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
+from mmpeft.towers.quantize import dequantized_linears, quantization_scheme
 
 ADAPTABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, Conv1D)
 
@@ -83,6 +84,7 @@ def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[st
     """
     if spec.method == "frozen":
         return None
+    _check_fits_quantized_base(module, spec)
     if spec.method == "full":
         remember_base_weights(module)
         module.requires_grad_(True)
@@ -95,6 +97,26 @@ def apply_adapter(module: nn.Module, spec: AdapterSpec, default_targets: list[st
     if not _adapter_layers(module):
         raise RuntimeError(f"peft injected no {spec.method} layer into {type(module).__name__}")
     return config
+
+
+# Seen failing on the CPU (peft 0.21.2, bitsandbytes 0.50.2): peft's LyCORIS layers build their delta from the
+# base weight's shape, which 4-bit packing changes; DoRA's weight norm leaves LLM.int8()'s layer state unusable.
+_UNSUPPORTED_ON = {"nf4": ("loha", "lokr"), "int8": ("dora",)}
+
+
+def _check_fits_quantized_base(module: nn.Module, spec: AdapterSpec) -> None:
+    """Refuse what cannot train on a quantised base (``mmpeft.towers.quantize``), naming the option to change."""
+    scheme = quantization_scheme(module)
+    if scheme is None:
+        return
+    if spec.method == "full":
+        raise ValueError(f"method 'full' trains the base weights, but {type(module).__name__}'s base is frozen in "
+                         f"{scheme} (the tower's quantize option): use an adapter method, or unset quantize")
+    if spec.method in _UNSUPPORTED_ON.get(scheme, ()):
+        from peft import __version__ as peft_version
+
+        raise ValueError(f"peft's {spec.method} layers cannot train on {scheme} base weights (seen with peft "
+                         f"{peft_version}): use lora or ia3 on this tower, or another quantize")
 
 
 def _adapter_layers(module: nn.Module) -> list[nn.Module]:
@@ -222,8 +244,15 @@ def load_adapter_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -
 def merged_base_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of ``module`` with its adapters merged into the base weights, in the un-adapted key layout.
 
-    Non-destructive: adapters are merged, read out (cloned) and unmerged again.
+    Non-destructive: adapters are merged, read out (cloned) and unmerged again. A quantised base
+    (``mmpeft.towers.quantize``) is dequantised first: the adapters merge into exactly the base they trained on,
+    and the result is a plain full-precision state dict.
     """
+    with dequantized_linears(module):
+        return _merged_state(module)
+
+
+def _merged_state(module: nn.Module) -> dict[str, torch.Tensor]:
     layers = {n: m for n, m in module.named_modules() if isinstance(m, BaseTunerLayer)}
     for layer in layers.values():
         layer.merge(safe_merge=True)

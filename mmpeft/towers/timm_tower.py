@@ -20,6 +20,7 @@ from torch import nn
 from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local
+from mmpeft.towers.quantize import check_scheme
 from mmpeft.towers.vision import VisionTower, absolute_index, conv_layer_names, linear_layer_names
 
 
@@ -47,6 +48,8 @@ class TimmVisionTower(VisionTower):
         weights_file: safetensors state dict loaded over the pruned encoder (what ``export`` writes).
         cache_prefix_blocks: cache the activations after the first N entries of ``model.blocks`` per distinct
             image (see ``mmpeft.towers.prefix_cache``): for runs that adapt only the blocks after them.
+        quantize: precision of the frozen linear weights (``fp8``, ``nf4``, ``int8``; ``mmpeft.towers.quantize``).
+            CNNs have no linear layers after pruning: refused for them.
 
     Local paths (``checkpoint_path``, ``weights_file``) are kept absolute in ``init_args``.
     """
@@ -65,11 +68,13 @@ class TimmVisionTower(VisionTower):
         dtype: str = "float32",
         weights_file: str | None = None,
         cache_prefix_blocks: int = 0,
+        quantize: str | None = None,
     ):
         super().__init__()
         import timm
         from timm.data import create_transform, resolve_data_config
 
+        quantize = check_scheme(quantize, f"TimmVisionTower({name!r})")
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
             raise ValueError(f"Unknown timm model {name!r}. Close matches: {close}. All names: timm.list_models().")
@@ -108,6 +113,7 @@ class TimmVisionTower(VisionTower):
         self._probe_token_shape()
         self._load_weights_file(weights_file)
         self._freeze()
+        self._quantize(quantize)
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         features: dict[Any, torch.Tensor] = {}

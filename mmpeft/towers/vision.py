@@ -23,6 +23,7 @@ from torch import nn
 from mmpeft.init_args import records_init_args
 from mmpeft.towers.dtypes import resolve_dtype
 from mmpeft.towers.paths import absolute_if_local, absolute_open_clip_name
+from mmpeft.towers.quantize import QuantizationReport, check_scheme, quantize_linears
 from mmpeft.weight_files import load_weights
 
 
@@ -69,7 +70,16 @@ class VisionTower(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        # the first floating-point weight: quantised layers hold integer codes
+        return next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+
+    def _quantize(self, scheme: str | None) -> None:
+        """Put the frozen linear layers in ``scheme``'s precision (``mmpeft.towers.quantize``); after ``_freeze``."""
+        self.quantization: QuantizationReport | None = None
+        if scheme is not None:
+            owner = f"{type(self).__name__}({self.init_args.get('name')!r})"
+            self.quantization = quantize_linears(self.model, scheme, owner)
+            logging.getLogger(__name__).info("%s: %s", owner, self.quantization.summary())
 
     @property
     def device(self) -> torch.device:
@@ -137,6 +147,8 @@ class OpenClipVisionTower(VisionTower):
         image_size: override the model's input size (position embeddings are resampled by open_clip).
         dtype: parameter dtype (``float32``, ``bfloat16``, ``float16``).
         weights_file: safetensors state dict loaded over the pruned encoder (what ``export`` writes).
+        quantize: precision of the frozen linear weights (``fp8``, ``nf4``, ``int8``; ``mmpeft.towers.quantize``);
+            the linears inside ``nn.MultiheadAttention`` stay in ``dtype``.
 
     Local paths (``local-dir:`` names, a ``pretrained`` file, ``weights_file``) are kept absolute in ``init_args``.
     """
@@ -152,10 +164,12 @@ class OpenClipVisionTower(VisionTower):
         image_size: int | None = None,
         dtype: str = "float32",
         weights_file: str | None = None,
+        quantize: str | None = None,
     ):
         super().__init__()
         import open_clip
 
+        quantize = check_scheme(quantize, f"OpenClipVisionTower({name!r})")
         known = open_clip.list_models()
         if ":" not in name and name not in known:
             close = difflib.get_close_matches(name, known, n=8, cutoff=0.4)
@@ -189,6 +203,7 @@ class OpenClipVisionTower(VisionTower):
         self._probe_token_shape()
         self._load_weights_file(weights_file)
         self._freeze()
+        self._quantize(quantize)
 
     def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
         out = self.model.forward_intermediates(

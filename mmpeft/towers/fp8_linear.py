@@ -1,0 +1,113 @@
+"""A frozen linear layer whose matmuls run in FP8 with rowwise scales (torchao's float8 casts).
+
+``FrozenFloat8Linear`` keeps its weight in the tower's dtype (bf16): nothing is stored in FP8, so saving,
+fingerprints and exports see the usual weight. Each call casts the input and the weight to ``float8_e4m3fn``
+with one scale per row (per token of the input, per output channel of the weight; scales rounded down to powers
+of two), exactly as torchao's ``Float8LinearConfig.from_recipe_name("rowwise")`` casts them, and multiplies them
+with ``torch._scaled_mm`` (through torchao's ``Float8TrainingTensor``).
+
+What differs from torchao's ``Float8Linear``: the weight is frozen, so the backward computes only the input
+gradient (``grad_output @ W`` in FP8, the grad output scaled per row, the weight per input channel), never the
+weight gradient torchao's training layer always computes, and only the weight is kept for it (not the input).
+That saves a third of the layer's backward matmul work and its saved activations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _rowwise_recipe() -> tuple[Any, Any, Any, Any]:
+    """torchao's rowwise recipe pieces: (float8 dtype, GemmInputRole, AXISWISE granularity, cast function)."""
+    from torchao.float8.config import Float8LinearConfig, ScalingGranularity
+    from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic
+    from torchao.float8.float8_training_tensor import GemmInputRole
+
+    recipe = Float8LinearConfig.from_recipe_name("rowwise")
+    return recipe, GemmInputRole, ScalingGranularity.AXISWISE, hp_tensor_to_float8_dynamic
+
+
+def linear_mm_config(emulate: bool) -> Any:
+    """torchao's ``LinearMMConfig`` for the rowwise recipe (fast accumulation in the forward, as torchao's recipe);
+    ``emulate``: the matmuls run in fp32 on FP8-rounded operands (any device; for CPU tests)."""
+    from torchao.float8.float8_training_tensor import LinearMMConfig, ScaledMMConfig
+
+    recipe = _rowwise_recipe()[0]
+    return LinearMMConfig(
+        ScaledMMConfig(emulate, recipe.gemm_config_output.use_fast_accum, False, False),
+        ScaledMMConfig(emulate, recipe.gemm_config_grad_input.use_fast_accum, False, False),
+        ScaledMMConfig(emulate, recipe.gemm_config_grad_weight.use_fast_accum, False, False),
+    )
+
+
+class _FrozenFloat8Matmul(torch.autograd.Function):
+    """``[M, K] x [N, K]^T -> [M, N]`` in FP8; the backward returns only the input gradient ``[M, K]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, mm_config: Any) -> torch.Tensor:
+        recipe, role, axiswise, cast = _rowwise_recipe()
+        ctx.save_for_backward(weight)
+        ctx.mm_config = mm_config
+        dtype, pow2 = recipe.cast_config_input.target_dtype, recipe.round_scales_to_power_of_2
+        x8 = cast(x, dtype, mm_config, gemm_input_role=role.INPUT, scaling_granularity=axiswise, axiswise_dim=-1,
+                  round_scales_to_power_of_2=pow2)
+        w8_t = cast(weight.t(), dtype, mm_config, gemm_input_role=role.WEIGHT, scaling_granularity=axiswise,
+                    axiswise_dim=0, round_scales_to_power_of_2=pow2)
+        return torch.mm(x8, w8_t)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (weight,) = ctx.saved_tensors
+        recipe, role, axiswise, cast = _rowwise_recipe()
+        pow2 = recipe.round_scales_to_power_of_2
+        g8 = cast(grad_output.contiguous(), recipe.cast_config_grad_output.target_dtype, ctx.mm_config,
+                  gemm_input_role=role.GRAD_OUTPUT, scaling_granularity=axiswise, axiswise_dim=-1,
+                  round_scales_to_power_of_2=pow2)
+        w8_t = cast(weight.t(), recipe.cast_config_weight_for_grad_input.target_dtype, ctx.mm_config,
+                    gemm_input_role=role.WEIGHT, scaling_granularity=axiswise, axiswise_dim=-1,
+                    round_scales_to_power_of_2=pow2)
+        return torch.mm(g8, w8_t.t()), None, None
+
+
+class FrozenFloat8Linear(nn.Linear):
+    """``nn.Linear`` with frozen weights whose forward and input-gradient matmuls run in FP8 (rowwise scales).
+
+    Shapes as ``nn.Linear``: ``[..., in_features] -> [..., out_features]``; both feature counts must be multiples
+    of 16 (``torch._scaled_mm``). The output has the input's dtype (under autocast, the autocast dtype), the bias
+    is added in that dtype. A subclass of ``nn.Linear``, so peft adapters wrap it like any linear layer.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, emulate: bool = False,
+                 device: Any = None, dtype: torch.dtype | None = None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.emulate = emulate
+        self._mm_config = linear_mm_config(emulate)
+
+    @classmethod
+    def from_linear(cls, layer: nn.Linear, emulate: bool = False) -> FrozenFloat8Linear:
+        """The same parameters (shared, not copied) behind an FP8 forward."""
+        with torch.device("meta"):
+            new = cls(layer.in_features, layer.out_features, bias=False, emulate=emulate)
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):  # as F.linear under autocast: compute in the autocast dtype
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        elif x.dtype != self.weight.dtype:
+            x = x.to(self.weight.dtype)
+        shape = x.shape
+        with torch.autocast(x.device.type, enabled=False):
+            out = _FrozenFloat8Matmul.apply(x.reshape(-1, shape[-1]), self.weight, self._mm_config)
+        out = out.reshape(*shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, fp8=rowwise{', emulated' if self.emulate else ''}"

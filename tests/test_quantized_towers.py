@@ -1,0 +1,274 @@
+"""Low-precision frozen towers (``quantize``: fp8 / nf4 / int8): the layers, the option on every tower, adapters
+on top, the exact quantised base, save / load / export round trips, and the refusals.
+
+bitsandbytes runs NF4 and LLM.int8() on the CPU; FP8 runs here through torchao's emulation
+(``MMPEFT_FP8_EMULATE=1``: the same FP8 casts, fp32 matmuls). Speed and memory live in
+``benchmarks/train_throughput.py``, not here.
+"""
+
+import copy
+import json
+import re
+import sys
+
+import pytest
+import torch
+from conftest import MIXED_ROWS, build_vision, make_batch
+from safetensors.torch import load_file
+from torch import nn
+
+from mmpeft.adapters import AdapterSpec, disabled_adapters
+from mmpeft.checkpoint import export, load_pretrained, save_trainable
+from mmpeft.towers.llm import LLMTower
+from mmpeft.towers.quantize import (
+    FP8_EMULATE_ENV,
+    check_scheme,
+    dequantized_linears,
+    quantization_scheme,
+    quantize_linears,
+)
+from mmpeft.vlm import VisionLanguageModel
+
+pytest.importorskip("bitsandbytes")
+pytest.importorskip("torchao")
+
+SCHEMES = ["fp8", "nf4", "int8"]
+# relative output error of one quantised layer on Gaussian weights and inputs (fp8 e4m3 ~2^-4 per operand,
+# NF4 ~0.1, int8 rowwise ~0.01); generous: the point is "close to the base, not equal"
+TOLERANCE = {"fp8": 0.08, "nf4": 0.15, "int8": 0.02}
+
+
+@pytest.fixture(autouse=True)
+def fp8_emulated(monkeypatch):
+    monkeypatch.setenv(FP8_EMULATE_ENV, "1")
+
+
+def _mlp(dtype=torch.float32):
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 32)).to(dtype)
+    with torch.no_grad():
+        for layer in (mlp[0], mlp[2]):
+            layer.weight.normal_(0, 0.05)
+    return mlp.requires_grad_(False)
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_quantized_layers_compute_close_to_the_base_and_pass_input_gradients(scheme, dtype):
+    base = _mlp(dtype)
+    quantized = copy.deepcopy(base)
+    report = quantize_linears(quantized, scheme, "test")
+    assert report.layers == 2 and report.quantized_weights == 64 * 128 + 128 * 32 and not report.kept
+    assert quantization_scheme(quantized) == scheme and quantization_scheme(base) is None
+    assert all(isinstance(m, nn.Linear) for m in (quantized[0], quantized[2])), "peft wraps nn.Linear subclasses"
+    x = torch.randn(3, 5, 64, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    x_base, x_quant = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ref, out = base(x_base), quantized(x_quant)
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert 0 < _rel(out, ref) < TOLERANCE[scheme]
+    ref.float().square().sum().backward()
+    out.float().square().sum().backward()
+    assert 0 < _rel(x_quant.grad, x_base.grad) < 2 * TOLERANCE[scheme]
+    assert all(p.grad is None for p in quantized.parameters()), "frozen: no weight gradient is computed"
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "int8"])
+def test_dequantized_layers_compute_what_the_quantized_ones_do(scheme):
+    quantized = _mlp()
+    quantize_linears(quantized, scheme, "test")
+    x = torch.randn(4, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        out = quantized(x)
+        with dequantized_linears(quantized) as count:
+            assert count == 2 and type(quantized[0]) is nn.Linear
+            dequantized = quantized(x)
+    assert quantization_scheme(quantized) == scheme, "the quantised layers are put back"
+    # bitsandbytes' CPU kernels dequantise and multiply, so the plain layer is the same function
+    torch.testing.assert_close(dequantized, out, rtol=1e-6, atol=1e-6)
+
+
+def test_fp8_casts_rowwise_with_power_of_two_scales():
+    """One row far larger than the others keeps the others' precision (a tensorwise scale would lose it)."""
+    from mmpeft.towers.fp8_linear import FrozenFloat8Linear
+
+    layer = nn.Linear(32, 16, bias=False)
+    with torch.no_grad():
+        layer.weight.normal_()
+    fp8 = FrozenFloat8Linear.from_linear(layer, emulate=True)
+    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(3))
+    x[0] *= 1e4
+    with torch.no_grad():
+        out, ref = fp8(x), layer(x)
+    assert _rel(out[1:], ref[1:]) < 0.08 and _rel(out[:1], ref[:1]) < 0.08
+
+
+def test_linears_inside_multihead_attention_stay_in_full_precision():
+    module = nn.Module()
+    module.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+    module.mlp = nn.Linear(32, 64)
+    report = quantize_linears(module, "nf4", "test")
+    assert report.layers == 1 and list(report.kept) == ["attn.out_proj"]
+    assert "MultiheadAttention" in report.kept["attn.out_proj"] and quantization_scheme(module.attn) is None
+
+
+def test_fp8_keeps_layers_whose_sizes_scaled_mm_cannot_take():
+    module = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 10))
+    report = quantize_linears(module, "fp8", "test")
+    assert report.layers == 1 and report.kept == {"1": "fp8 needs feature counts divisible by 16"}
+
+
+def test_unknown_scheme_and_fp8_without_fp8_hardware_are_refused(monkeypatch):
+    with pytest.raises(ValueError, match=r"LLMTower\('x'\): quantize='int4' is not a scheme.*'fp8', 'nf4', 'int8'"):
+        check_scheme("int4", "LLMTower('x')")
+    assert check_scheme(None, "x") is None and check_scheme("none", "x") is None
+    monkeypatch.delenv(FP8_EMULATE_ENV)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"quantize='fp8' needs an NVIDIA GPU with FP8 tensor cores.*'nf4'"):
+        check_scheme("fp8", "LLMTower('x')")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA A100")
+    with pytest.raises(ValueError, match=r"NVIDIA A100 has 8\.0"):
+        check_scheme("fp8", "LLMTower('x')")
+
+
+def test_a_missing_library_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails
+    with pytest.raises(ImportError, match=r"quantize='nf4' needs bitsandbytes: pip install bitsandbytes==0\.50\.2"):
+        check_scheme("nf4", "LLMTower('x')")
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_llm_tower_quantizes_its_decoder_only(tiny, scheme):
+    plain, tower = LLMTower(str(tiny.llm)), LLMTower(str(tiny.llm), quantize=scheme)
+    assert tower.init_args["quantize"] == scheme
+    decoder_linears = [m for m in tower.model.get_decoder().modules() if isinstance(m, nn.Linear)]
+    assert decoder_linears and quantization_scheme(tower.model.get_decoder()) == scheme
+    assert tower.quantization.layers == len(decoder_linears) == 2 * 7
+    assert type(tower.model.get_output_embeddings()) is nn.Linear, "the LM head stays in the tower's dtype"
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        ref, out = plain.model(input_ids=ids).logits, tower.model(input_ids=ids).logits
+    assert 0 < _rel(out, ref) < 3 * TOLERANCE[scheme]
+
+
+def test_vision_towers_quantize_their_linears_and_a_convolutional_one_is_refused(tiny):
+    from mmpeft.apps.tiny import TINY_TIMM_VIT_KWARGS
+    from mmpeft.towers import OpenClipVisionTower, TimmVisionTower
+
+    vit = TimmVisionTower("vit_tiny_patch16_224", checkpoint_path=str(tiny.timm_vit), image_size=32,
+                          model_kwargs=TINY_TIMM_VIT_KWARGS, quantize="nf4")
+    assert vit.quantization.layers > 0 and not vit.quantization.kept and vit.dtype == torch.float32
+    clip = OpenClipVisionTower(tiny.open_clip, feature_layer=-1, quantize="int8")
+    assert clip.quantization.layers > 0 and all("out_proj" in k for k in clip.quantization.kept)
+    pixels = torch.randn(2, 3, *clip.image_size)
+    with torch.no_grad():
+        assert 0 < _rel(clip(pixels), OpenClipVisionTower(tiny.open_clip, feature_layer=-1)(pixels)) < 0.05
+    with pytest.raises(ValueError, match=r"TimmVisionTower\('tf_efficientnet_lite0'\): quantize='nf4' found no "
+                                         r"nn\.Linear layer.*Leave quantize unset"):
+        TimmVisionTower("tf_efficientnet_lite0", checkpoint_path=str(tiny.timm_cnn), image_size=32,
+                        feature_layer=-2, quantize="nf4")
+
+
+def _vlm(tiny, llm_scheme, method="lora", vision="timm_vit", **kwargs):
+    torch.manual_seed(0)
+    return VisionLanguageModel(build_vision(tiny, vision), LLMTower(str(tiny.llm), quantize=llm_scheme),
+                               vision_adapter=AdapterSpec("lora", init_weights=False),
+                               llm_adapter=AdapterSpec(method, init_weights=False), **kwargs)
+
+
+SUPPORTED = [(s, m) for s in SCHEMES for m in ["lora", "dora", "ia3", "loha", "lokr"]
+             if (s, m) not in {("nf4", "loha"), ("nf4", "lokr"), ("int8", "dora")}]
+
+
+@pytest.mark.parametrize(("scheme", "method"), SUPPORTED)
+def test_adapters_train_on_a_quantized_llm_and_switch_off_to_the_exact_quantized_base(tiny, scheme, method):
+    vlm = _vlm(tiny, scheme, method)
+    batch = make_batch(vlm, MIXED_ROWS)
+    loss = vlm(**batch).loss
+    loss.backward()
+    llm_adapter = [p for n, p in vlm.llm.named_parameters() if p.requires_grad]
+    assert llm_adapter and all(p.grad is not None and p.grad.abs().sum() > 0 for p in llm_adapter)
+    assert not [n for n, p in vlm.llm.named_parameters() if not p.requires_grad and p.grad is not None]
+    base = LLMTower(str(tiny.llm), quantize=scheme)
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad(), disabled_adapters(vlm):
+        torch.testing.assert_close(vlm.llm.model(input_ids=ids).logits, base.model(input_ids=ids).logits,
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("scheme", "method"), [("nf4", "loha"), ("nf4", "lokr"), ("int8", "dora"),
+                                                ("nf4", "full"), ("int8", "full"), ("fp8", "full")])
+def test_methods_that_cannot_train_on_a_quantized_base_are_refused(tiny, scheme, method):
+    message = "trains the base weights" if method == "full" else f"peft's {method} layers cannot train on {scheme}"
+    with pytest.raises(ValueError, match=message):
+        _vlm(tiny, scheme, method)
+
+
+def test_an_eval_forward_on_the_cpu_leaves_nf4_weights_as_they_were(tiny):
+    """bitsandbytes would repack 4-bit weights at the first CPU forward in eval mode, rounding their scales."""
+    tower = LLMTower(str(tiny.llm), quantize="nf4")
+    before = {k: v.clone() for k, v in tower.model.state_dict().items()}
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        eval_logits = tower.model.eval()(input_ids=ids).logits
+        train_logits = tower.model.train()(input_ids=ids).logits
+    torch.testing.assert_close(eval_logits, train_logits, rtol=0, atol=0)
+    after = tower.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_checkpoint_holds_adapters_only_and_reloads_the_same_model(tiny, tmp_path, scheme):
+    vlm = _vlm(tiny, scheme)
+    batch = make_batch(vlm, MIXED_ROWS)
+    with torch.no_grad():
+        ref = vlm(**batch, return_logits=True).logits
+    save_trainable(vlm, tmp_path / "ckpt")
+    saved = sum(v.numel() for f in (tmp_path / "ckpt").rglob("*.safetensors") for v in load_file(f).values())
+    assert saved == sum(r.trainable for r in vlm.trainability()), "no base weight, quantised or not"
+    config = json.loads((tmp_path / "ckpt" / "mmpeft_config.json").read_text())
+    assert config["vlm"]["llm"]["init_args"]["quantize"] == scheme
+    reloaded = load_pretrained(tmp_path / "ckpt")
+    assert quantization_scheme(reloaded.llm.model) == scheme
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch, return_logits=True).logits, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "int8"])
+def test_export_merges_into_the_dequantized_base_and_plain_transformers_loads_it(tiny, tmp_path, scheme):
+    from transformers import AutoModelForCausalLM
+
+    vlm = _vlm(tiny, scheme)
+    batch = make_batch(vlm, MIXED_ROWS)
+    with torch.no_grad():
+        ref = vlm(**batch, return_logits=True).logits
+    export(vlm, tmp_path / "export")
+    config = json.loads((tmp_path / "export" / "mmpeft_config.json").read_text())
+    assert config["vlm"]["llm"]["init_args"]["quantize"] is None, "an export is a plain full-precision model"
+    weights = load_file(tmp_path / "export" / "llm" / "model.safetensors")
+    assert not [k for k in weights if re.search("lora_|base_layer|absmax|quant|SCB", k)]
+    assert {v.dtype for v in weights.values()} == {torch.float32}
+    exported = load_pretrained(tmp_path / "export")
+    assert quantization_scheme(exported) is None
+    with torch.no_grad():
+        out = exported(**batch, return_logits=True).logits
+    if scheme == "nf4":  # bitsandbytes' CPU kernel dequantises and multiplies: merged-into-dequantised is the same
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    else:  # LLM.int8() also rounds the activations to int8 (fp16 outliers); the export multiplies them unrounded
+        assert _rel(out, ref) < 0.01
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "export" / "llm")
+    assert quantization_scheme(plain) is None
+    assert quantization_scheme(vlm.llm.model) == scheme, "the source model keeps its quantised layers"
+
+
+def test_fisher_of_a_quantized_llm_is_refused_with_the_way_out(tiny):
+    from mmpeft.guards.ewc import estimate_fisher
+
+    vlm = _vlm(tiny, "nf4")
+    with pytest.raises(ValueError, match=r"quantize='nf4'.*Estimate it on the same LLM without quantize"):
+        estimate_fisher(vlm, [make_batch(vlm, MIXED_ROWS)])
