@@ -9,6 +9,16 @@ its own classes (``TimmVisionTower``, ``LLMTower(random_weights=True)``, ``MLPPr
 speed options under test (``--pack``, ``--compile``, ``--mmpeft-checkpointing``). All weights are random; nothing
 is downloaded.
 
+Peer variants (``--systems``), each the peer at its best for one purpose: ``peer`` (as above), ``peer+compile``
+(``torch.compile`` on each Llama decoder layer, one line for a transformers user), ``peer+liger`` (liger-kernel's
+fused RMSNorm / SwiGLU / RoPE / linear cross-entropy, ``apply_liger_kernel_to_llava``), ``peer+compile+liger``, and
+``peer-qlora`` (QLoRA as its users run it: the random peer saved once, reloaded with transformers'
+``BitsAndBytesConfig(load_in_4bit, nf4, double quantisation, bf16 compute)`` on the LLM (vision tower, projector
+and LM head skipped, as LLaVA's own 4-bit training skips its projector and loads CLIP apart),
+``prepare_model_for_kbit_training``, peft LoRA). mmpeft rows: ``mmpeft`` or ``mmpeft:<quantize>`` (the LLM tower's
+``quantize``: ``fp8``, ``nf4``, ``int8``; ``--quantize-vision`` sets the vision tower's too). Ratios are against the
+fastest peer variant of the run; memory also against ``peer-qlora`` and the bf16 ``mmpeft`` row when present.
+
 Each sample is one image (576 tokens at 336 px / patch 14) + text: ``fixed`` gives every row ``--text-len``
 tokens; ``variable`` draws lengths from a lognormal (median ``--text-len``, sigma ``--sigma``), clipped to
 [16, 1536], and pads to the batch's longest, as HF collators do. Real tokens (image + text, not padding) count.
@@ -22,7 +32,16 @@ embedding; forward + activation gradients of a frozen base) + 6 x layers x hidde
     python benchmarks/train_throughput.py --shapes llama2-7b --batch 8 --text fixed
     python benchmarks/train_throughput.py --shapes llama2-7b --batch 16 --text variable --checkpointing \\
         --pack --mmpeft-checkpointing 1.0
+    python benchmarks/train_throughput.py --shapes llama2-7b --batch 8 --text fixed --pack --compile \
+        --systems peer,peer+compile,mmpeft,mmpeft:fp8
+    python benchmarks/train_throughput.py --shapes llama2-7b --batch 16 --text variable --checkpointing --pack \
+        --compile --systems peer+compile,peer-qlora,mmpeft,mmpeft:nf4
+    python benchmarks/train_throughput.py --shapes llama2-7b --batch 4 --text variable --checkpointing --pack \
+        --systems mmpeft:nf4 --memory-cap-gib 24                            # the consumer-GPU case
     python benchmarks/train_throughput.py --device cpu --shapes tiny --steps 3 --warmup 1     # development
+
+Peak memory is the training peak: it is reset once the model is built (and quantised), so weights count, the
+bf16 copy a quantised tower is built from does not.
 """
 
 from __future__ import annotations
@@ -138,10 +157,12 @@ def matmul_peak(device: str) -> float:
     return 2 * 8192**3 / statistics.median(times[3:]) / 1e12
 
 
-def free(device: str) -> None:
-    gc.collect()
+def free(device: str, reset_only: bool = False) -> None:
+    if not reset_only:
+        gc.collect()
     if device == "cuda":
-        torch.cuda.empty_cache()
+        if not reset_only:
+            torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 
@@ -157,13 +178,13 @@ def sync(device: str) -> None:
 # ---------------------------------------------------------------- the peer
 
 
-def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str
-             ) -> tuple[list[float], float, float]:
-    """Train the peer on ``batches``: ``(seconds per step after the first, warm-up seconds, peak GiB)``."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+PEER_VARIANTS = ("peer", "peer+compile", "peer+liger", "peer+compile+liger", "peer-qlora")
 
-    config = LlavaConfig(
+
+def peer_config(llm_shape: dict, vis: dict):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    return LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=vis["width"], intermediate_size=vis["mlp"],
                                        num_hidden_layers=vis["depth"], num_attention_heads=vis["heads"],
                                        image_size=vis["image"], patch_size=vis["patch"], projection_dim=768),
@@ -174,18 +195,60 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str
         image_token_index=IMAGE_TOKEN_ID, image_seq_length=(vis["image"] // vis["patch"]) ** 2,
         vision_feature_layer=-2, vision_feature_select_strategy="default",
     )
+
+
+def qlora_peer(args, config, device: str):
+    """The peer as QLoRA users load it: from a saved checkpoint through ``BitsAndBytesConfig`` (4-bit NF4, double
+    quantisation, bf16 compute), then ``prepare_model_for_kbit_training``."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig, LlavaForConditionalGeneration
+
+    saved = Path(args.workdir) / f"peer-{args.shapes}"
+    if not (saved / "config.json").is_file():  # random weights, written once (bf16), loaded like a hub model
+        with torch.device(device):
+            LlavaForConditionalGeneration._from_config(config, dtype=torch.bfloat16).save_pretrained(saved)
+        free(device)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16,
+                               llm_int8_skip_modules=[r".*vision_tower", r".*multi_modal_projector", "lm_head"])
+    model = LlavaForConditionalGeneration.from_pretrained(saved, quantization_config=quant, dtype=torch.bfloat16,
+                                                          attn_implementation="sdpa",
+                                                          device_map={"": 0 if device == "cuda" else "cpu"})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.checkpointing,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str, variant: str = "peer"
+             ) -> tuple[list[float], float, float]:
+    """Train the peer ``variant`` on ``batches``: ``(seconds per step after the first, warm-up seconds, peak
+    GiB)``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlavaForConditionalGeneration
+
+    config = peer_config(llm_shape, vis)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with torch.device(device):
-        model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    if variant == "peer-qlora":
+        model = qlora_peer(args, config, device)
+    else:
+        with torch.device(device):
+            model = LlavaForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+    if "liger" in variant:
+        from liger_kernel.transformers import apply_liger_kernel_to_llava
+
+        apply_liger_kernel_to_llava(model=model)
     lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     model = get_peft_model(model, lora)
     for p in model.base_model.model.model.multi_modal_projector.parameters():
         p.requires_grad_(True)
-    if args.checkpointing:
+    if args.checkpointing and variant != "peer-qlora":  # prepare_model_for_kbit_training switched it on
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    if "compile" in variant:  # what a transformers user writes: compile each decoder layer
+        for layer in model.base_model.model.model.language_model.layers:
+            layer.compile()
     model.train()
+    free(device, reset_only=True)  # the training peak: weights count, building them does not
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
@@ -208,9 +271,10 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str
 # ---------------------------------------------------------------- mmpeft
 
 
-def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str
+def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str, quantize: str | None = None
                ) -> tuple[list[float], float, float]:
-    """Train mmpeft on ``batches`` with Lightning: like ``run_peer``."""
+    """Train mmpeft on ``batches`` with Lightning (the LLM tower's ``quantize``; the vision tower's too with
+    ``--quantize-vision``): like ``run_peer``."""
     import lightning as L
     from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader
@@ -234,8 +298,9 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str
         "model_kwargs": {"patch_size": vis["patch"], "embed_dim": vis["width"], "depth": vis["depth"],
                          "num_heads": vis["heads"]}}
     with torch.device(device):  # random init straight on the GPU
-        vision = TimmVisionTower(vis["timm"], feature_layer=-2, dtype=dtype, image_size=vis["image"], **kwargs)
-        llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True)
+        vision = TimmVisionTower(vis["timm"], feature_layer=-2, dtype=dtype, image_size=vis["image"],
+                                 quantize=quantize if args.quantize_vision else None, **kwargs)
+        llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True, quantize=quantize)
         vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
                                   llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r,
                                                           dropout=0.05))
@@ -243,6 +308,7 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str
     module = VLMModule(vlm, lr=LearningRates(projector=1e-5, llm=1e-5), gradient_checkpointing=checkpointing,
                        compile_llm_layers=args.compile)
     timer = StepEnds()
+    free(device, reset_only=True)  # the training peak (see run_peer)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -272,13 +338,24 @@ def main() -> None:
     p.add_argument("--lora-r", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
-    p.add_argument("--systems", default="peer,mmpeft", help="comma list of peer, mmpeft")
+    p.add_argument("--systems", default="peer,mmpeft",
+                   help=f"comma list of {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<fp8|nf4|int8>")
+    p.add_argument("--quantize-vision", action="store_true", help="mmpeft:<q> rows quantise the vision tower too")
+    p.add_argument("--memory-cap-gib", type=float, default=None,
+                   help="cap this process's GPU memory (torch.cuda.set_per_process_memory_fraction)")
     p.add_argument("--label", default=None, help="name of the mmpeft row (default from its options)")
     p.add_argument("--workdir", default="/tmp/mmpeft_train_throughput")
     p.add_argument("--out", default=None, help="append the result rows to this JSON-lines file")
     args = p.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
+    elif args.memory_cap_gib:
+        total = torch.cuda.get_device_properties(0).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib / total))
+    systems = args.systems.split(",")
+    unknown = [s for s in systems if s not in PEER_VARIANTS and s.split(":")[0] != "mmpeft"]
+    if unknown:
+        p.error(f"--systems: unknown {unknown}; use {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<quantize>")
     text_len = args.text_len or (512 if args.text == "fixed" else 256)
     shape = LLMS[args.shapes]
     vis = VISIONS[shape["vision"]]
@@ -296,19 +373,25 @@ def main() -> None:
     padded = sum(b["attention_mask"].numel() for b in batches) / sum(tokens)
     label = args.label or "mmpeft" + "".join(f" +{o}" for o, on in (("pack", args.pack), ("compile", args.compile))
                                              if on)
-    results = []
-    for system in args.systems.split(","):
+    results, failed = [], {}
+    for system in systems:
         free(args.device)
-        if system == "peer":
-            steps, warmup, peak = run_peer(args, shape, vis, batches, args.device)
-        else:
-            steps, warmup, peak = run_mmpeft(args, llm_dir, vis, batches, args.device)
+        name = system if system in PEER_VARIANTS else label + (f" {system.split(':')[1]}" if ":" in system else "")
+        try:
+            if system in PEER_VARIANTS:
+                steps, warmup, peak = run_peer(args, shape, vis, batches, args.device, system)
+            else:
+                steps, warmup, peak = run_mmpeft(args, llm_dir, vis, batches, args.device,
+                                                 system.split(":")[1] if ":" in system else None)
+        except Exception as e:  # a variant that cannot run here (no liger kernels, out of memory): say so, go on
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            print(f"{name}: not run: {failed[name]}")
+            continue
         timed = range(args.warmup, len(steps))  # step i ends batch i+1
         step_s = statistics.median(steps[i] for i in timed)
         tok_s = statistics.median(tokens[i + 1] / steps[i] for i in timed)
         tflops = statistics.median(flops[i + 1] / steps[i] for i in timed) / 1e12
-        results.append(Result("peer" if system == "peer" else label, step_s, tok_s, tflops, tflops / peak_tflops,
-                              peak, warmup))
+        results.append(Result(name, step_s, tok_s, tflops, tflops / peak_tflops, peak, warmup))
     print(f"\n{args.shapes}, batch {args.batch}, text {args.text} (median {text_len}), checkpointing "
           f"{args.checkpointing}; {args.device}, matmul peak {peak_tflops:.0f} TFLOP/s; padded/real tokens "
           f"{padded:.2f}")
@@ -317,11 +400,18 @@ def main() -> None:
     for r in results:
         print(f"| {r.system} | {r.step_s:.3f} | {r.tokens_per_s:,.0f} | {r.tflops:.0f} | {r.mfu:.1%} | "
               f"{r.peak_gib:.1f} | {r.warmup_s:.0f} |")
-    peer = next((r for r in results if r.system == "peer"), None)
+    for name, why in failed.items():
+        print(f"| {name} | not run: {why} | | | | | |")
+    peers = [r for r in results if r.system in PEER_VARIANTS]
+    fastest = max(peers, key=lambda r: r.tokens_per_s, default=None)
+    by_name = {r.system: r for r in results}
+    memory_refs = [by_name[n] for n in ("peer-qlora", label) if n in by_name]
     for r in results:
-        if peer is not None and r is not peer:
-            print(f"ratio {r.system} / peer: tokens/s {r.tokens_per_s / peer.tokens_per_s:.2f}x, "
-                  f"peak memory {r.peak_gib / peer.peak_gib:.2f}x")
+        if fastest is not None and r.system not in PEER_VARIANTS:
+            memory = ", ".join(f"{r.peak_gib / m.peak_gib:.2f}x {m.system}" for m in memory_refs if m is not r)
+            print(f"ratio {r.system} / fastest peer ({fastest.system}): tokens/s "
+                  f"{r.tokens_per_s / fastest.tokens_per_s:.2f}x, peak memory {r.peak_gib / fastest.peak_gib:.2f}x"
+                  + (f"; peak memory vs {memory}" if memory else ""))
     if args.out:
         with open(args.out, "a") as f:
             for r in results:
@@ -329,6 +419,7 @@ def main() -> None:
                                     "text_len": text_len, "checkpointing": args.checkpointing,
                                     "mmpeft_checkpointing": args.mmpeft_checkpointing, "pack": args.pack,
                                     "compile": args.compile, "padded_over_real": padded, "device": args.device,
+                                    "quantize_vision": args.quantize_vision, "memory_cap_gib": args.memory_cap_gib,
                                     "torch": torch.__version__, **r.__dict__}) + "\n")
 
 
