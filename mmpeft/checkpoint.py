@@ -186,7 +186,9 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
                     llm_path: str | None = None, vision_path: str | None = None) -> VisionLanguageModel:
     """Rebuild the model from a checkpoint or export directory and load its weights. Runs no code from the files.
 
-    The model's ``input_format`` is set from the directory (``renderer_for(vlm)`` renders prompts with it).
+    The model's ``input_format`` is set from the directory (``renderer_for(vlm)`` renders prompts with it). A model
+    built here is returned in eval mode (adapter dropout off: peft's dropout layers are created in training mode);
+    call ``.train()`` to train it. A ``vlm`` passed in keeps its mode.
 
     Args:
         vlm: load into this model instead of building one from the saved config; its towers, projector shapes
@@ -208,6 +210,7 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
     directory = recover_directory(Path(os.path.abspath(directory)))
     config_path = directory / CONFIG_FILE
     saved = read_model_config(directory)
+    built_here = vlm is None
     if vlm is None:
         cfg = saved["vlm"]
         if saved["format"] == "export":
@@ -230,7 +233,7 @@ def load_pretrained(directory: str | Path, vlm: VisionLanguageModel | None = Non
     else:
         log.warning("%s has no input_format (written by an older mmpeft): prompts fall back to defaults unless the "
                     "caller supplies the training format", config_path)
-    return vlm
+    return vlm.eval() if built_here else vlm
 
 
 def load_adapter_files(vlm: VisionLanguageModel, directory: str | Path, missing_ok: bool = False) -> list[str]:

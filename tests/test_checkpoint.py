@@ -344,3 +344,18 @@ def test_model_without_saved_format_uses_defaults_and_warns(tiny, caplog):
     renderer = renderer_for(vlm)
     assert "no saved input format" in caplog.text
     assert (renderer.system_prompt, renderer.max_length, renderer.use_chat_template) == (None, 2048, True)
+
+
+def test_a_loaded_model_is_in_eval_mode_so_adapter_dropout_is_off(tiny, tmp_path):
+    """peft creates its dropout layers in training mode after the towers were frozen in eval mode: a model built
+    by load_pretrained must not apply them (two forwards differed run to run)."""
+    vlm = build_vlm(tiny, vision_spec=AdapterSpec("lora", dropout=0.5, init_weights=False),
+                    llm_spec=AdapterSpec("lora", dropout=0.5, init_weights=False))
+    save_trainable(vlm, tmp_path / "ckpt")
+    reloaded = load_pretrained(tmp_path / "ckpt")
+    assert not reloaded.training and not any(m.training for m in reloaded.modules())
+    batch = make_batch(reloaded, MIXED_ROWS)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**batch, return_logits=True).logits, reloaded(**batch, return_logits=True).logits)
+    into = build_vlm(tiny, vision_spec=AdapterSpec("lora", dropout=0.5), llm_spec=AdapterSpec("lora", dropout=0.5))
+    assert load_pretrained(tmp_path / "ckpt", into.train()).training, "a model passed in keeps its mode"

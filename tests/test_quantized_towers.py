@@ -272,3 +272,33 @@ def test_fisher_of_a_quantized_llm_is_refused_with_the_way_out(tiny):
     vlm = _vlm(tiny, "nf4")
     with pytest.raises(ValueError, match=r"quantize='nf4'.*Estimate it on the same LLM without quantize"):
         estimate_fisher(vlm, [make_batch(vlm, MIXED_ROWS)])
+
+
+def test_the_option_from_the_command_line_trains_with_the_kl_guard_and_exports(tmp_path):
+    """``--model.vlm.llm.init_args.quantize=nf4`` through ``mmpeft fit`` (KL to the quantised base: the guard's
+    reference pass runs the adapters-off model), then ``mmpeft export`` gives a plain model."""
+    import csv
+
+    from tiny_fit import fit_args
+
+    from mmpeft.apps.main import cli_main
+    from mmpeft.apps.tiny import save_tiny_towers
+
+    towers = save_tiny_towers(tmp_path / "towers")
+    run = tmp_path / "run"
+    cli_main(fit_args(towers, run, "--config", "peft/lora_both.yaml", "--config", "guard/kl_text.yaml",
+                      "--model.vlm.llm.init_args.quantize=nf4", "--trainer.max_steps=3"))
+    with open(run / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    assert len(rows) == 3 and all(float(r["train/loss"]) > 0 for r in rows)
+    kl = [float(r["train/kl_to_base"]) for r in rows]
+    assert all(v == v and v >= 0 for v in kl) and max(kl) > 0, "the KL guard ran against the quantised base"
+    trained = load_pretrained(run / "checkpoints" / "last.ckpt")
+    assert quantization_scheme(trained.llm.model) == "nf4"
+    cli_main(["export", str(run / "checkpoints" / "last.ckpt"), str(tmp_path / "export")])
+    exported = load_pretrained(tmp_path / "export")
+    assert quantization_scheme(exported) is None
+    batch = make_batch(trained, MIXED_ROWS)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(**batch, return_logits=True).logits,
+                                   trained(**batch, return_logits=True).logits, rtol=1e-4, atol=1e-4)
