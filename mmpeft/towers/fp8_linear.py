@@ -14,48 +14,53 @@ That saves a third of the layer's backward matmul work and its saved activations
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 
-def _rowwise_recipe() -> tuple[Any, Any, Any, Any]:
-    """torchao's rowwise recipe pieces: (float8 dtype, GemmInputRole, AXISWISE granularity, cast function)."""
+class RowwiseCasts(NamedTuple):
+    """What the rowwise recipe casts with, resolved once per layer (no imports inside a compiled forward)."""
+
+    recipe: Any  # torchao Float8LinearConfig.from_recipe_name("rowwise")
+    roles: Any  # torchao GemmInputRole
+    axiswise: Any  # ScalingGranularity.AXISWISE
+    cast: Callable[..., Any]  # hp_tensor_to_float8_dynamic
+    mm_config: Any  # LinearMMConfig
+
+
+def rowwise_casts(emulate: bool) -> RowwiseCasts:
+    """torchao's rowwise recipe (fast accumulation in the forward, as the recipe says); ``emulate``: the matmuls
+    run in fp32 on FP8-rounded operands (any device; for CPU tests)."""
     from torchao.float8.config import Float8LinearConfig, ScalingGranularity
     from torchao.float8.float8_scaling_utils import hp_tensor_to_float8_dynamic
-    from torchao.float8.float8_training_tensor import GemmInputRole
+    from torchao.float8.float8_training_tensor import GemmInputRole, LinearMMConfig, ScaledMMConfig
 
     recipe = Float8LinearConfig.from_recipe_name("rowwise")
-    return recipe, GemmInputRole, ScalingGranularity.AXISWISE, hp_tensor_to_float8_dynamic
-
-
-def linear_mm_config(emulate: bool) -> Any:
-    """torchao's ``LinearMMConfig`` for the rowwise recipe (fast accumulation in the forward, as torchao's recipe);
-    ``emulate``: the matmuls run in fp32 on FP8-rounded operands (any device; for CPU tests)."""
-    from torchao.float8.float8_training_tensor import LinearMMConfig, ScaledMMConfig
-
-    recipe = _rowwise_recipe()[0]
-    return LinearMMConfig(
+    mm_config = LinearMMConfig(
         ScaledMMConfig(emulate, recipe.gemm_config_output.use_fast_accum, False, False),
         ScaledMMConfig(emulate, recipe.gemm_config_grad_input.use_fast_accum, False, False),
         ScaledMMConfig(emulate, recipe.gemm_config_grad_weight.use_fast_accum, False, False),
     )
+    return RowwiseCasts(recipe, GemmInputRole, ScalingGranularity.AXISWISE, hp_tensor_to_float8_dynamic, mm_config)
 
 
 class _FrozenFloat8Matmul(torch.autograd.Function):
     """``[M, K] x [N, K]^T -> [M, N]`` in FP8; the backward returns only the input gradient ``[M, K]``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, mm_config: Any) -> torch.Tensor:
-        recipe, role, axiswise, cast = _rowwise_recipe()
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, casts: RowwiseCasts) -> torch.Tensor:
         ctx.save_for_backward(weight)
-        ctx.mm_config = mm_config
-        dtype, pow2 = recipe.cast_config_input.target_dtype, recipe.round_scales_to_power_of_2
-        x8 = cast(x, dtype, mm_config, gemm_input_role=role.INPUT, scaling_granularity=axiswise, axiswise_dim=-1,
-                  round_scales_to_power_of_2=pow2)
-        w8_t = cast(weight.t(), dtype, mm_config, gemm_input_role=role.WEIGHT, scaling_granularity=axiswise,
-                    axiswise_dim=0, round_scales_to_power_of_2=pow2)
+        ctx.casts = casts
+        recipe, cfg = casts.recipe, casts.mm_config
+        x8 = casts.cast(x, recipe.cast_config_input.target_dtype, cfg, gemm_input_role=casts.roles.INPUT,
+                        scaling_granularity=casts.axiswise, axiswise_dim=-1,
+                        round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
+        w8_t = casts.cast(weight.t(), recipe.cast_config_weight.target_dtype, cfg, gemm_input_role=casts.roles.WEIGHT,
+                          scaling_granularity=casts.axiswise, axiswise_dim=0,
+                          round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
         return torch.mm(x8, w8_t)
 
     @staticmethod
@@ -63,14 +68,14 @@ class _FrozenFloat8Matmul(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         (weight,) = ctx.saved_tensors
-        recipe, role, axiswise, cast = _rowwise_recipe()
-        pow2 = recipe.round_scales_to_power_of_2
-        g8 = cast(grad_output.contiguous(), recipe.cast_config_grad_output.target_dtype, ctx.mm_config,
-                  gemm_input_role=role.GRAD_OUTPUT, scaling_granularity=axiswise, axiswise_dim=-1,
-                  round_scales_to_power_of_2=pow2)
-        w8_t = cast(weight.t(), recipe.cast_config_weight_for_grad_input.target_dtype, ctx.mm_config,
-                    gemm_input_role=role.WEIGHT, scaling_granularity=axiswise, axiswise_dim=-1,
-                    round_scales_to_power_of_2=pow2)
+        casts = ctx.casts
+        recipe, cfg = casts.recipe, casts.mm_config
+        g8 = casts.cast(grad_output.contiguous(), recipe.cast_config_grad_output.target_dtype, cfg,
+                        gemm_input_role=casts.roles.GRAD_OUTPUT, scaling_granularity=casts.axiswise,
+                        axiswise_dim=-1, round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
+        w8_t = casts.cast(weight.t(), recipe.cast_config_weight_for_grad_input.target_dtype, cfg,
+                          gemm_input_role=casts.roles.WEIGHT, scaling_granularity=casts.axiswise, axiswise_dim=-1,
+                          round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
         return torch.mm(g8, w8_t.t()), None, None
 
 
@@ -86,7 +91,7 @@ class FrozenFloat8Linear(nn.Linear):
                  device: Any = None, dtype: torch.dtype | None = None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.emulate = emulate
-        self._mm_config = linear_mm_config(emulate)
+        self._casts = rowwise_casts(emulate)
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, emulate: bool = False) -> FrozenFloat8Linear:
@@ -105,7 +110,7 @@ class FrozenFloat8Linear(nn.Linear):
             x = x.to(self.weight.dtype)
         shape = x.shape
         with torch.autocast(x.device.type, enabled=False):
-            out = _FrozenFloat8Matmul.apply(x.reshape(-1, shape[-1]), self.weight, self._mm_config)
+            out = _FrozenFloat8Matmul.apply(x.reshape(-1, shape[-1]), self.weight, self._casts)
         out = out.reshape(*shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
