@@ -175,6 +175,37 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class StepProfile:
+    """``--profile DIR``: torch.profiler over two timed steps of each system; ``DIR/<system>.txt`` gets the top
+    operators by device time (where a step's time goes, to compare the systems kernel by kernel)."""
+
+    def __init__(self, directory: str | None, warmup: int, device: str):
+        self.directory, self.profiler = directory, None
+        if directory:
+            from torch.profiler import ProfilerActivity, profile, schedule
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+            self.sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+            self.profiler = profile(activities=activities, schedule=schedule(wait=warmup + 1, warmup=1, active=2))
+
+    def __enter__(self) -> StepProfile:
+        if self.profiler is not None:
+            self.profiler.__enter__()
+        return self
+
+    def step(self) -> None:
+        if self.profiler is not None:
+            self.profiler.step()
+
+    def save(self, system: str) -> None:
+        if self.profiler is None:
+            return
+        self.profiler.__exit__(None, None, None)
+        Path(self.directory).mkdir(parents=True, exist_ok=True)
+        table = self.profiler.key_averages().table(sort_by=self.sort, row_limit=40, max_name_column_width=70)
+        (Path(self.directory) / f"{system.replace(' ', '_').replace(':', '-')}.txt").write_text(table)
+
+
 # ---------------------------------------------------------------- the peer
 
 
@@ -252,6 +283,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
+    profile = StepProfile(args.profile, args.warmup, device).__enter__()
     start = time.perf_counter()
     for batch in batches:
         inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
@@ -263,7 +295,9 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
         optimizer.zero_grad(set_to_none=True)
         sync(device)
         ends.append(time.perf_counter())
+        profile.step()
     peak = peak_gib(device)
+    profile.save(variant)
     del model, optimizer
     return [b - a for a, b in zip(ends[:-1], ends[1:])], ends[args.warmup] - start, peak
 
@@ -292,6 +326,7 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
             sync(device)
             self.ends.append(time.perf_counter())
+            profile.step()
 
     dtype = "bfloat16" if device == "cuda" else "float32"
     kwargs = {} if vis["timm"] != "vit_tiny_patch16_224" else {
@@ -313,10 +348,12 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], default_root_dir=args.workdir)
+    profile = StepProfile(args.profile, args.warmup, device).__enter__()
     start = time.perf_counter()
     loader = DataLoader(batches, batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     peak = peak_gib(device)
+    profile.save(f"mmpeft-{quantize or 'bf16'}")
     del trainer, module, vlm
     return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], timer.ends[args.warmup] - start, peak
 
@@ -340,6 +377,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
     p.add_argument("--systems", default="peer,mmpeft",
                    help=f"comma list of {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<fp8|nf4|int8>")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="profile two timed steps of each system; DIR/<system>.txt: top operators by device time")
     p.add_argument("--quantize-vision", action="store_true", help="mmpeft:<q> rows quantise the vision tower too")
     p.add_argument("--memory-cap-gib", type=float, default=None,
                    help="cap this process's GPU memory (torch.cuda.set_per_process_memory_fraction)")

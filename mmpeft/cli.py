@@ -174,6 +174,16 @@ def refuse_ignored_trainer_options(trainer: dict[str, Any], subcommand: str | No
                          "unset")
 
 
+def refuse_fresh_fit_over_a_run(run_dir: Path, ckpt_path: str | None) -> None:
+    """A fit without ``--ckpt_path`` into a run directory that already holds a run's checkpoint is refused: it would
+    start from scratch, write ``last-v1.ckpt`` beside the old ``last.ckpt`` (which eval and export would then
+    read) and append its steps to the old run's ``metrics.csv``."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and last.exists():
+        raise ValueError(f"--run_dir={run_dir} already holds a run ({last}). Resume it with --ckpt_path={last}, "
+                         "or train a new run in another --run_dir (or delete this one first)")
+
+
 def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
     """Validate model / data / trainer options from the parsed config, before anything is built.
 
@@ -193,6 +203,8 @@ def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
         raise ValueError(f"trainer.max_steps={max_steps}: set a positive number of optimizer steps (the learning "
                          "rate schedule is defined over it)")
     refuse_ignored_trainer_options(trainer, subcommand)
+    if subcommand == "fit":
+        refuse_fresh_fit_over_a_run(Path(config.get("run_dir") or "runs/default"), config.get("ckpt_path"))
     every = config.get("progress_every")
     if every is not None and every < 1:
         raise ValueError(f"--progress_every={every}: print a progress line every N >= 1 optimizer steps")

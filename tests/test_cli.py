@@ -1,6 +1,7 @@
 import csv
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -365,3 +366,18 @@ def test_packaged_tiny_configs_run_from_any_directory(tmp_path, monkeypatch):
     assert cli.model.vlm.llm.init_args["name"] == "zoo:tiny/llm"
     assert cli.model.vlm.vision.init_args["name"] == f"local-dir:{zoo.tiny_dir() / 'open_clip'}"
     assert (tmp_path / "run" / "metrics.csv").is_file()
+
+
+def test_a_fresh_fit_into_a_finished_run_is_refused_and_resume_names_the_checkpoint(towers, tmp_path):
+    """Before, a second fit without --ckpt_path trained from scratch beside the old run: last-v1.ckpt next to the
+    old last.ckpt (which eval read) and its steps appended to the old metrics.csv."""
+    run = tmp_path / "run"
+    cli_main(fit_args(towers, run, "--trainer.max_steps=2", "--trainer.limit_val_batches=0"))
+    before = (run / "metrics.csv").read_text()
+    with pytest.raises(ValueError, match=rf"--run_dir={re.escape(str(run))} already holds a run .*Resume it with "
+                                         rf"--ckpt_path={re.escape(str(run / 'checkpoints' / 'last.ckpt'))}"):
+        cli_main(fit_args(towers, run, "--trainer.max_steps=2", "--trainer.limit_val_batches=0"))
+    assert (run / "metrics.csv").read_text() == before and not list((run / "checkpoints").glob("last-v*"))
+    cli_main(fit_args(towers, run, "--trainer.max_steps=3", "--trainer.limit_val_batches=0",
+                      f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"))
+    assert len(losses(run)) == 3, "the resumed run continued the same metrics.csv to step 3"
