@@ -28,6 +28,7 @@ import logging
 import multiprocessing
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -352,6 +353,10 @@ def main(argv: list[str] | None = None) -> str:
     jobs += [Job(name, "eval", {"run_dir": out / name, "paths": paths, "quick": args.quick, "base_file": base_file},
                  out / name / "eval.log", after=(f"{name}/train",) + tuple(f"{n}/eval" for n, *_ in plan[:i]))
              for i, (name, *_) in enumerate(plan)]
+    for name, *_ in plan:  # a demo run replaces the last one's runs (a fit refuses to start over a finished run)
+        if (out / name / "checkpoints").exists():
+            say(f"replacing the previous run in {out / name}")
+            shutil.rmtree(out / name)
     for job in jobs:
         job.log.unlink(missing_ok=True)
     say(f"{len(plan)} runs of {steps} VL steps ({args.seeds} training seed{'s' * (args.seeds > 1)} per arm): "
