@@ -129,10 +129,23 @@ def run_cli(root: Path, run_dir: Path, *extra: str) -> subprocess.CompletedProce
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_ddp_mixed_ranks_stay_in_sync_and_never_share_samples(ddp_data, tmp_path):
-    run = tmp_path / "run"
-    result = run_cli(ddp_data, run, "--trainer.max_steps=6")
+# 9 steps, a multiple of 3: last.ckpt holds the final weights, which the sync check compares with the ranks' own
+# (with 8 steps it would be step 6's); step 3 is mid-epoch (2 batches an epoch per rank)
+FULL_RUN = ("--trainer.max_steps=9", "--checkpoint_every_n_steps=3")
+
+
+@pytest.fixture(scope="module")
+def full_run(ddp_data, tmp_path_factory) -> Path:
+    """One uninterrupted DDP run (9 steps, 4.5 epochs, a checkpoint every 3 steps), shared by the sync / sharding
+    checks and, as the reference, by the resume check: each DDP launch costs two interpreter starts."""
+    run = tmp_path_factory.mktemp("ddp_full") / "run"
+    result = run_cli(ddp_data, run, *FULL_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def test_ddp_mixed_ranks_stay_in_sync_and_never_share_samples(full_run):
+    run = full_run
     ranks = [json.loads((run / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["params"] == ranks[1]["params"], "parameters identical across ranks after training"
     for epoch in {e for r in ranks for e in r["ids"]}:
@@ -149,21 +162,20 @@ def test_ddp_mixed_ranks_stay_in_sync_and_never_share_samples(ddp_data, tmp_path
     assert trained == {n.removeprefix("vlm."): v for n, v in ranks[0]["params"].items()}
 
 
-def test_ddp_resume_reproduces_losses(ddp_data, tmp_path):
+def test_ddp_resume_reproduces_losses(ddp_data, full_run, tmp_path):
+    """Killed after step 5, resumed from the mid-epoch checkpoint of step 3: steps 3-8 as the uninterrupted run's."""
     import csv
 
     def losses(run):
         with open(run / "metrics.csv") as f:
             return {int(r["step"]): r["train/loss"] for r in csv.DictReader(f) if r.get("train/loss")}
 
-    full = run_cli(ddp_data, tmp_path / "a", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3")
-    assert full.returncode == 0, full.stderr[-3000:]
-    killed = run_cli(ddp_data, tmp_path / "b", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3",
+    killed = run_cli(ddp_data, tmp_path / "b", *FULL_RUN,
                      "--trainer.callbacks+=lightning_helpers.KillAtStep", "--trainer.callbacks.step=5")
     assert killed.returncode != 0 and (tmp_path / "b" / "checkpoints" / "step=000003.ckpt").is_dir()
-    resumed = run_cli(ddp_data, tmp_path / "b", "--trainer.max_steps=8", "--checkpoint_every_n_steps=3",
+    resumed = run_cli(ddp_data, tmp_path / "b", *FULL_RUN,
                       f"--ckpt_path={tmp_path / 'b' / 'checkpoints' / 'step=000003.ckpt'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    reference, after = losses(tmp_path / "a"), losses(tmp_path / "b")
-    for step in range(3, 8):
+    reference, after = losses(full_run), losses(tmp_path / "b")
+    for step in range(3, 9):
         assert after[step] == reference[step], f"step {step}"
