@@ -30,7 +30,8 @@ from mmpeft.towers.llm import LLMTower  # noqa: E402
 from mmpeft.types import IGNORE_INDEX  # noqa: E402
 from mmpeft.vlm import VisionLanguageModel  # noqa: E402
 
-torch.set_num_threads(2)
+# two cores: one thread per xdist worker (make test runs two), both threads for a single process
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @dataclass

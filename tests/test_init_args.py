@@ -42,17 +42,17 @@ def test_tower_init_args_are_what_was_saved_before(tiny, tmp_path, monkeypatch):
     llm = LLMTower(os.path.relpath(tiny.llm))
     assert llm.init_args == {"name": str(tiny.llm), "dtype": "float32", "image_token": "<image>",
                              "attn_implementation": "sdpa", "trust_remote_code": False, "revision": None,
-                             "random_weights": False}
+                             "random_weights": False, "quantize": None}
     clip = OpenClipVisionTower("local-dir:" + os.path.relpath(open_clip), feature_layer=-2)
     assert clip.init_args == {"name": f"local-dir:{open_clip}", "pretrained": None, "feature_layer": -2,
                               "keep_prefix_tokens": False, "image_size": None, "dtype": "float32",
-                              "weights_file": None}
+                              "weights_file": None, "quantize": None}
     vit = TimmVisionTower("vit_tiny_patch16_224", checkpoint_path=os.path.relpath(tiny.timm_vit), image_size=32,
                           model_kwargs=TINY_TIMM_VIT_KWARGS)
     assert vit.init_args == {"name": "vit_tiny_patch16_224", "pretrained": False, "checkpoint_path": str(tiny.timm_vit),
                              "feature_layer": -1, "keep_prefix_tokens": False, "image_size": 32,
                              "model_kwargs": TINY_TIMM_VIT_KWARGS, "dtype": "float32", "weights_file": None,
-                             "cache_prefix_blocks": 0}
+                             "cache_prefix_blocks": 0, "quantize": None}
     cnn = TimmVisionTower("tf_efficientnet_lite0", checkpoint_path=os.path.relpath(tiny.timm_cnn), image_size=32,
                           feature_layer=[-2, None])
     assert cnn.init_args["checkpoint_path"] == str(tiny.timm_cnn) and cnn.init_args["feature_layer"] == [-2, None]
