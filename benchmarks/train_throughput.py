@@ -431,6 +431,17 @@ def main() -> None:
         tok_s = statistics.median(tokens[i + 1] / steps[i] for i in timed)
         tflops = statistics.median(flops[i + 1] / steps[i] for i in timed) / 1e12
         results.append(Result(name, step_s, tok_s, tflops, tflops / peak_tflops, peak, warmup))
+        # each row as soon as it is measured: a run cut short by a time limit keeps what it measured
+        print(f"row {name}: {step_s:.3f} s/step, {tok_s:,.0f} real tokens/s, {tflops / peak_tflops:.1%} MFU, "
+              f"peak {peak:.1f} GiB, warm-up {warmup:.0f} s", flush=True)
+        if args.out:
+            with open(args.out, "a") as f:
+                f.write(json.dumps({"shapes": args.shapes, "batch": args.batch, "text": args.text,
+                                    "text_len": text_len, "checkpointing": args.checkpointing,
+                                    "mmpeft_checkpointing": args.mmpeft_checkpointing, "pack": args.pack,
+                                    "compile": args.compile, "padded_over_real": padded, "device": args.device,
+                                    "quantize_vision": args.quantize_vision, "memory_cap_gib": args.memory_cap_gib,
+                                    "torch": torch.__version__, **results[-1].__dict__}) + "\n")
     print(f"\n{args.shapes}, batch {args.batch}, text {args.text} (median {text_len}), checkpointing "
           f"{args.checkpointing}; {args.device}, matmul peak {peak_tflops:.0f} TFLOP/s; padded/real tokens "
           f"{padded:.2f}")
@@ -451,16 +462,6 @@ def main() -> None:
             print(f"ratio {r.system} / fastest peer ({fastest.system}): tokens/s "
                   f"{r.tokens_per_s / fastest.tokens_per_s:.2f}x, peak memory {r.peak_gib / fastest.peak_gib:.2f}x"
                   + (f"; peak memory vs {memory}" if memory else ""))
-    if args.out:
-        with open(args.out, "a") as f:
-            for r in results:
-                f.write(json.dumps({"shapes": args.shapes, "batch": args.batch, "text": args.text,
-                                    "text_len": text_len, "checkpointing": args.checkpointing,
-                                    "mmpeft_checkpointing": args.mmpeft_checkpointing, "pack": args.pack,
-                                    "compile": args.compile, "padded_over_real": padded, "device": args.device,
-                                    "quantize_vision": args.quantize_vision, "memory_cap_gib": args.memory_cap_gib,
-                                    "torch": torch.__version__, **r.__dict__}) + "\n")
-
 
 if __name__ == "__main__":
     main()
