@@ -289,7 +289,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
         inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(**inputs).loss
+            loss = model(**inputs, use_cache=False).loss  # training: no KV cache (its per-layer state recompiles)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -415,6 +415,10 @@ def main() -> None:
     results, failed = [], {}
     for system in systems:
         free(args.device)
+        # Dynamo's caches are per code object, and the peer's and mmpeft's decoder layers share transformers'
+        # LlamaDecoderLayer.forward: without a reset, one system's recompiles count against the next one's limit
+        # (a system can silently run eager after another hit torch._dynamo's recompile_limit).
+        torch._dynamo.reset()
         name = system if system in PEER_VARIANTS else label + (f" {system.split(':')[1]}" if ":" in system else "")
         try:
             if system in PEER_VARIANTS:
