@@ -78,6 +78,19 @@ def main(sweep: Path, out: Path) -> None:
             "max_abs_rel": interval([v["max_abs_rel"] for v in per_seed.values()]),
             "last_quarter_rel": interval([v["last_quarter_rel"] for v in per_seed.values()]),
         }
+    # A scale for the differences above: the baseline against itself under another seed (another data order and
+    # initialisation, same precision), the same statistics; what "as different as another run" looks like.
+    base_seeds = sorted(curves.get(BASELINE, {}))
+    scale = {}
+    for i, s in enumerate(base_seeds if len(base_seeds) > 1 else []):
+        other = base_seeds[(i + 1) % len(base_seeds)]
+        rel = (smooth(curves[BASELINE][other][1]) - smooth(curves[BASELINE][s][1])) / smooth(curves[BASELINE][s][1])
+        scale[f"{other}-{s}"] = {"max_abs_rel": float(np.max(np.abs(rel[SKIP:]))),
+                                 "last_quarter_rel": float(np.mean(rel[-max(1, len(rel) // 4):]))}
+    if scale:
+        result["baseline_other_seed"] = {"pairs": scale,
+                                         "max_abs_rel": interval([v["max_abs_rel"] for v in scale.values()]),
+                                         "last_quarter_rel": interval([v["last_quarter_rel"] for v in scale.values()])}
     left.set(xlabel="optimizer step", ylabel="training loss (log scale)", yscale="log",
              title=f"training loss, moving average of {WINDOW} logged points")
     right.axhline(0, color="black", lw=0.8)
@@ -97,6 +110,13 @@ def main(sweep: Path, out: Path) -> None:
               f"last quarter {100 * m2:+.1f} ± {100 * h2:.1f}% (per seed: "
               + ", ".join(f"{s}: {100 * v['max_abs_rel']:.1f}% / {100 * v['last_quarter_rel']:+.1f}%"
                           for s, v in r["seeds"].items()) + ")")
+    if "baseline_other_seed" in result:
+        r = result["baseline_other_seed"]
+        (m1, h1), (m2, h2) = r["max_abs_rel"], r["last_quarter_rel"]
+        print(f"{BASELINE} seed against {BASELINE} another seed: largest |relative difference| {100 * m1:.1f} ± "
+              f"{100 * h1:.1f}%, last quarter {100 * m2:+.1f} ± {100 * h2:.1f}% (pairs: "
+              + ", ".join(f"{k}: {100 * v['max_abs_rel']:.1f}% / {100 * v['last_quarter_rel']:+.1f}%"
+                          for k, v in r["pairs"].items()) + ")")
 
 
 if __name__ == "__main__":
