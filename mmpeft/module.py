@@ -184,9 +184,13 @@ class VLMModule(L.LightningModule):
         losses = self._losses(batch)
         total = losses.pop("loss")
         batch_size = batch["input_ids"].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
-        self.log("train/text_rows", (~batch["has_image"]).float().mean(), batch_size=batch_size)
+        # Under data parallelism each rank's loss is its share scaled to the global batch (guards' ``mean``), so the
+        # mean over ranks is the global batch's loss, what one process at the global batch size logs; without
+        # sync_dist Lightning would log rank 0's share alone. One scalar all-reduce per key and step.
+        synced = self._distributed
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size, sync_dist=synced)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size, sync_dist=synced)
+        self.log("train/text_rows", (~batch["has_image"]).float().mean(), batch_size=batch_size, sync_dist=synced)
         # By hand, not Lightning's ThroughputMonitor: that one also logs validation throughput at steps counting
         # validation batches (rows out of step order in metrics.csv, seen with lightning 2.6.6), and RunCSVLogger's
         # resume bookkeeping reads every row's step as a training step.

@@ -19,14 +19,18 @@ class KillAtStep(Callback):
 
 
 class RecordRanks(Callback):
-    """Per rank: the sample ids and row kinds of every training batch, and a fingerprint of the trainable weights."""
+    """Per rank: the sample ids and row kinds of every training batch, the rank's loss at every step, and a
+    fingerprint of the trainable weights."""
 
     def __init__(self, directory: str):
         self.directory = directory
         self.ids: dict[str, list[str]] = {}
         self.kinds: dict[str, list[str]] = {}
+        self.losses: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses[trainer.global_step - 1] = float(loss)  # global_step already counts this step
         epoch = str(batch.get("epoch", trainer.current_epoch))
         self.ids.setdefault(epoch, []).extend(batch["id"])
         self.kinds.setdefault(epoch, []).extend("image" if h else "text" for h in batch["has_image"].tolist())
@@ -39,7 +43,7 @@ class RecordRanks(Callback):
         path = Path(self.directory)
         path.mkdir(parents=True, exist_ok=True)
         (path / f"rank{trainer.global_rank}.json").write_text(
-            json.dumps({"ids": self.ids, "kinds": self.kinds, "params": params}))
+            json.dumps({"ids": self.ids, "kinds": self.kinds, "losses": self.losses, "params": params}))
 
 
 class RecordTrainingModes(Callback):

@@ -162,6 +162,21 @@ def test_ddp_mixed_ranks_stay_in_sync_and_never_share_samples(full_run):
     assert trained == {n.removeprefix("vlm."): v for n, v in ranks[0]["params"].items()}
 
 
+def test_ddp_logged_training_loss_is_the_global_batch_loss(full_run):
+    """metrics.csv's train/loss under DDP is the loss of the global batch (the mean of the ranks' shares, as DDP
+    averages their gradients), not rank 0's own rows: comparable with one process at the global batch size."""
+    import csv
+
+    ranks = [json.loads((full_run / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
+    with open(full_run / "metrics.csv") as f:
+        logged = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+    assert sorted(logged) == list(range(9))
+    for step, value in logged.items():
+        shares = [r["losses"][str(step)] for r in ranks]
+        assert shares[0] != shares[1], f"step {step}: the ranks' losses differ (one holds text rows, one images)"
+        assert value == pytest.approx(sum(shares) / 2, rel=1e-5), f"step {step}"
+
+
 def test_ddp_resume_reproduces_losses(ddp_data, full_run, tmp_path):
     """Killed after step 5, resumed from the mid-epoch checkpoint of step 3: steps 3-8 as the uninterrupted run's."""
     import csv
