@@ -191,6 +191,9 @@ class VLMModule(L.LightningModule):
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size, sync_dist=synced)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size, sync_dist=synced)
         self.log("train/text_rows", (~batch["has_image"]).float().mean(), batch_size=batch_size, sync_dist=synced)
+        # the share of ranks whose batch held no image row (0 or 1 on one process): DDP must not hang on those
+        self.log("train/image_free_batches", (~batch["has_image"].any()).float(), batch_size=batch_size,
+                 sync_dist=synced)
         # By hand, not Lightning's ThroughputMonitor: that one also logs validation throughput at steps counting
         # validation batches (rows out of step order in metrics.csv, seen with lightning 2.6.6), and RunCSVLogger's
         # resume bookkeeping reads every row's step as a training step.

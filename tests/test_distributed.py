@@ -169,8 +169,11 @@ def test_ddp_logged_training_loss_is_the_global_batch_loss(full_run):
 
     ranks = [json.loads((full_run / "ranks" / f"rank{r}.json").read_text()) for r in range(2)]
     with open(full_run / "metrics.csv") as f:
-        logged = {int(r["step"]): float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")}
+        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    logged = {int(r["step"]): float(r["train/loss"]) for r in rows}
     assert sorted(logged) == list(range(9))
+    # every step one rank held text-only rows (its batch had no image row): half the ranks, logged as 0.5
+    assert [float(r["train/image_free_batches"]) for r in rows] == [0.5] * 9
     for step, value in logged.items():
         shares = [r["losses"][str(step)] for r in ranks]
         assert shares[0] != shares[1], f"step {step}: the ranks' losses differ (one holds text rows, one images)"
