@@ -1,6 +1,7 @@
 """Training-loss curves of the precision study: each quantised arm against the full-precision one, paired by seed.
 
     python docs/studies/precision_cpu/loss_curves.py runs/studies/precision_cpu docs/studies/precision_cpu
+    python docs/studies/precision_cpu/loss_curves.py runs/studies/precision docs/studies/precision bf16   # GPU
 
 Reads ``<sweep>/<arm>/seed<S>/metrics.csv`` (``train/loss`` at every logged step), smooths each curve with a
 centred moving average over ``WINDOW`` logged points, and reports per arm and seed the relative difference
@@ -24,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-BASELINE, WINDOW, SKIP = "fp32", 5, 4
+BASELINE, WINDOW, SKIP = "fp32", 5, 4  # BASELINE: the third argument, when given
 
 
 def curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,4 +121,6 @@ def main(sweep: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3:
+        BASELINE = sys.argv[3]
     main(Path(sys.argv[1]), Path(sys.argv[2]))
