@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-BASELINE, WINDOW, SKIP = "fp32", 5, 4  # BASELINE: the third argument, when given
+WINDOW, SKIP = 5, 4
 
 
 def curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -48,7 +48,7 @@ def interval(values: list[float]) -> tuple[float, float]:
     return mean, float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
 
 
-def main(sweep: Path, out: Path) -> None:
+def main(sweep: Path, out: Path, baseline: str = "fp32") -> None:
     def trained(run: Path) -> bool:  # the sweep's record: fit finished (a run still training has a shorter curve)
         record = run / "sweep_run.json"
         return record.is_file() and json.loads(record.read_text()).get("status") in ("trained", "done")
@@ -56,20 +56,20 @@ def main(sweep: Path, out: Path) -> None:
     arms = sorted(p.name for p in sweep.iterdir() if p.is_dir() and any(map(trained, p.glob("seed*"))))
     curves = {arm: {int(run.name[4:]): curve(run) for run in sorted((sweep / arm).glob("seed*")) if trained(run)}
               for arm in arms}
-    result: dict = {"baseline": BASELINE, "window": WINDOW, "skip_points": SKIP, "arms": {}}
+    result: dict = {"baseline": baseline, "window": WINDOW, "skip_points": SKIP, "arms": {}}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for arm in arms:
         seeds = sorted(curves[arm])
         steps = curves[arm][seeds[0]][0]
         mean_loss = np.mean([smooth(curves[arm][s][1]) for s in seeds], axis=0)
         left.plot(steps, mean_loss, label=f"{arm} (mean of {len(seeds)} seeds)")
-        if arm == BASELINE:
+        if arm == baseline:
             continue
         per_seed = {}
-        for s in [s for s in seeds if s in curves[BASELINE]]:
-            base_steps, base = curves[BASELINE][s]
+        for s in [s for s in seeds if s in curves[baseline]]:
+            base_steps, base = curves[baseline][s]
             arm_steps, loss = curves[arm][s]
-            assert list(base_steps) == list(arm_steps), f"{arm} seed {s}: logged steps differ from {BASELINE}'s"
+            assert list(base_steps) == list(arm_steps), f"{arm} seed {s}: logged steps differ from {baseline}'s"
             rel = (smooth(loss) - smooth(base)) / smooth(base)
             tail = rel[-max(1, len(rel) // 4):]
             per_seed[s] = {"max_abs_rel": float(np.max(np.abs(rel[SKIP:]))), "last_quarter_rel": float(np.mean(tail))}
@@ -81,11 +81,11 @@ def main(sweep: Path, out: Path) -> None:
         }
     # A scale for the differences above: the baseline against itself under another seed (another data order and
     # initialisation, same precision), the same statistics; what "as different as another run" looks like.
-    base_seeds = sorted(curves.get(BASELINE, {}))
+    base_seeds = sorted(curves.get(baseline, {}))
     scale = {}
     for i, s in enumerate(base_seeds if len(base_seeds) > 1 else []):
         other = base_seeds[(i + 1) % len(base_seeds)]
-        rel = (smooth(curves[BASELINE][other][1]) - smooth(curves[BASELINE][s][1])) / smooth(curves[BASELINE][s][1])
+        rel = (smooth(curves[baseline][other][1]) - smooth(curves[baseline][s][1])) / smooth(curves[baseline][s][1])
         scale[f"{other}-{s}"] = {"max_abs_rel": float(np.max(np.abs(rel[SKIP:]))),
                                  "last_quarter_rel": float(np.mean(rel[-max(1, len(rel) // 4):]))}
     if scale:
@@ -97,8 +97,8 @@ def main(sweep: Path, out: Path) -> None:
     right.axhline(0, color="black", lw=0.8)
     for bound in (2, -2):
         right.axhline(bound, color="grey", lw=0.8, ls="--", label="±2%" if bound > 0 else None)
-    right.set(xlabel="optimizer step", ylabel=f"(arm - {BASELINE}) / {BASELINE}, % (smoothed)",
-              title=f"relative difference to {BASELINE}, paired by seed")
+    right.set(xlabel="optimizer step", ylabel=f"(arm - {baseline}) / {baseline}, % (smoothed)",
+              title=f"relative difference to {baseline}, paired by seed")
     left.legend(fontsize=8)
     right.legend(fontsize=7)
     fig.tight_layout()
@@ -114,13 +114,11 @@ def main(sweep: Path, out: Path) -> None:
     if "baseline_other_seed" in result:
         r = result["baseline_other_seed"]
         (m1, h1), (m2, h2) = r["max_abs_rel"], r["last_quarter_rel"]
-        print(f"{BASELINE} seed against {BASELINE} another seed: largest |relative difference| {100 * m1:.1f} ± "
+        print(f"{baseline} seed against {baseline} another seed: largest |relative difference| {100 * m1:.1f} ± "
               f"{100 * h1:.1f}%, last quarter {100 * m2:+.1f} ± {100 * h2:.1f}% (pairs: "
               + ", ".join(f"{k}: {100 * v['max_abs_rel']:.1f}% / {100 * v['last_quarter_rel']:+.1f}%"
                           for k, v in r["pairs"].items()) + ")")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 3:
-        BASELINE = sys.argv[3]
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:4])   # third argument: the baseline arm (default fp32)
