@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from mmpeft.apps.main import cli_main
-from mmpeft.eval.sweep_collect import collect, flatten_eval
+from mmpeft.eval.sweep_collect import collect, flatten_eval, metric_unit
 from mmpeft.eval.sweep_report import report_sweep
 from mmpeft.eval.sweep_stats import pareto_front, seed_summary
 
@@ -230,3 +230,16 @@ def test_flatten_keeps_other_tasks_numbers():
     flat = flatten_eval({"step": 3, "pope": {"accuracy": 0.8, "num_questions": 9, "parsing": {"yes": 3}},
                          "text_probes": {}})
     assert flat == {"pope/accuracy": 0.8}
+
+
+def test_flatten_keeps_generation_probes_drift():
+    """A generation probe (chat, instructions) records how far the adapted model's replies moved from the base's
+    (ROUGE-L to the base's replies) and their length; the methods study reads both from runs.jsonl."""
+    chat = {"kind": "generation", "base": {"mean_chars": 112.875, "n": 8, "outputs": []},
+            "adapted": {"mean_chars": 25.75, "n": 8, "outputs": [], "rougeL_to_base": 0.1874},
+            "delta": {"mean_chars": -87.125}}
+    flat = flatten_eval({"text_probes": {"chat": chat}})
+    assert flat == {"text/chat/rougeL_to_base": 0.1874, "text/chat/mean_chars": 25.75,
+                    "text/chat/mean_chars_change": -87.125}
+    assert metric_unit("text/chat/mean_chars") == "characters"
+    assert metric_unit("text/chat/mean_chars_change") == "characters"

@@ -20,6 +20,9 @@ Metric names (``flatten_eval``, ``run_metrics``), units in ``metric_unit``:
   ``text/<probe>/perplexity_change_pct`` (percent of the base's perplexity), ``text/<probe>/acc_change_pts``,
   ``text/<probe>/exact_match_change_pts`` (points); their means over probes of a kind (``run_readers.forgetting``):
   ``forgetting/ppl_change_pct``, ``forgetting/mc_acc_change``, ``forgetting/em_change``
+- each generation probe (chat, instructions): ``text/<probe>/rougeL_to_base`` (ROUGE-L of the adapted model's
+  replies to the base's; 1: unchanged) and, where recorded, ``text/<probe>/mean_chars`` (adapted reply length)
+  and ``text/<probe>/mean_chars_change`` (adapted minus base)
 - vision drift: ``vision/cka``, ``vision/cosine_pooled``, ``vision/cosine_tokens``, ``vision/linear_probe_delta``
 - any other task: its numeric top-level scores, ``<task>/<key>`` (counts ``num_*`` left out)
 - ``perf/trainable_params`` (``trainability.md`` total), ``perf/tokens_per_s`` (mean of ``metrics.csv``
@@ -50,6 +53,8 @@ def metric_unit(name: str) -> str:
         return "% of base"
     if name.endswith(("_change_pts", "/mc_acc_change", "/em_change")):
         return "points"
+    if name.endswith(("/mean_chars", "/mean_chars_change")):
+        return "characters"
     if name.endswith("/overall") or "/qtype/" in name or "/atype/" in name:  # VQA accuracies
         return "%"
     return {"perf/trainable_params": "parameters", "perf/tokens_per_s": "tokens/s", "perf/peak_memory_gib": "GiB",
@@ -113,6 +118,14 @@ def flatten_eval(evaluation: dict[str, Any]) -> dict[str, float]:
     for change in probe_changes(probes):
         out[f"text/{change['probe']}/{CHANGE_NAMES[change['metric']]}"] = change["change"]
     out.update({f"forgetting/{k}": v for k, v in forgetting(probes).items() if not k.endswith("_interval")})
+    for name, result in probes.items():  # generation probes: how far the replies moved from the base's
+        adapted = result.get("adapted", {}) if isinstance(result, dict) else {}
+        if "rougeL_to_base" in adapted:
+            out[f"text/{name}/rougeL_to_base"] = adapted["rougeL_to_base"]
+        if "mean_chars" in adapted:
+            out[f"text/{name}/mean_chars"] = adapted["mean_chars"]
+            if "mean_chars" in result.get("delta", {}):
+                out[f"text/{name}/mean_chars_change"] = result["delta"]["mean_chars"]
     return {k: float(v) for k, v in out.items() if _number(v)}
 
 
