@@ -1,7 +1,8 @@
 """The sweep report's two plots, from the content of ``sweep_report.json`` alone.
 
 - ``vl_vs_forgetting.png``: per config the mean VL score (y) against the mean text forgetting (x), error bars in
-  both directions the 95% t intervals across seeds (none for one seed), every point labelled, the Pareto front
+  both directions the 95% t intervals across seeds (none for one seed), every point numbered (the legend,
+  beside the axes, names the numbers), the Pareto front
   (max VL, min forgetting) a dashed line through ringed points. The axes include zero forgetting (the base) and,
   for a score that cannot be negative, a zero score.
 - ``curves.png``: the in-loop probes over training steps, per config the mean over seeds and a shaded 95% t band
@@ -39,14 +40,16 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     if not pareto or not pareto["points"]:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = plt.subplots(figsize=(8.6, 4.8))
     xs, ys = [0.0], []
     for i, (config, (y, x)) in enumerate(pareto["points"].items()):
         metrics = report["configs"][config]["metrics"]
         x_half, y_half = _errors(metrics[forget["name"]]), _errors(metrics[vl["name"]])
         ax.errorbar(x, y, xerr=x_half, yerr=y_half, fmt="o", capsize=3, color=f"C{i % 10}",
-                    label=f"{config} (n={report['configs'][config]['n_done']})")
-        ax.annotate(config, (x, y), textcoords="offset points", xytext=(6, 6 + 10 * (i % 3)), fontsize=8)
+                    label=f"{i + 1}: {config} (n={report['configs'][config]['n_done']})")
+        # a number beside the point, the name in the legend: full names collide when configs lie close together
+        ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=f"C{i % 10}",
+                    fontweight="bold")
         xs += [x - (x_half or 0), x + (x_half or 0)]
         ys += [y - (y_half or 0), y + (y_half or 0)]
     front = [pareto["points"][c] for c in pareto["front"]]
@@ -62,7 +65,7 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     ax.set_xlabel(_axis_label(forget) + "\n<- less forgetting", fontsize=9)
     ax.set_ylabel(_axis_label(vl), fontsize=9)
     ax.set_title("VL score vs text forgetting: mean over seeds\n(bars: 95% t intervals across seeds)", fontsize=10)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)  # beside the axes
     fig.tight_layout()
     path = save_figure_atomic(fig, out / "vl_vs_forgetting.png", dpi=120)
     plt.close(fig)
