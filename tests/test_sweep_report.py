@@ -235,7 +235,7 @@ def test_flatten_keeps_other_tasks_numbers():
 def test_flatten_keeps_generation_probes_drift():
     """A generation probe (chat, instructions) records how far the adapted model's replies moved from the base's
     (ROUGE-L to the base's replies) and their length; the methods study reads both from runs.jsonl."""
-    chat = {"kind": "generation", "base": {"mean_chars": 112.875, "n": 8, "outputs": []},
+    chat = {"kind": "chat_style", "base": {"mean_chars": 112.875, "n": 8, "outputs": []},
             "adapted": {"mean_chars": 25.75, "n": 8, "outputs": [], "rougeL_to_base": 0.1874},
             "delta": {"mean_chars": -87.125}}
     flat = flatten_eval({"text_probes": {"chat": chat}})

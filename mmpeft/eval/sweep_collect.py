@@ -119,7 +119,7 @@ def flatten_eval(evaluation: dict[str, Any]) -> dict[str, float]:
         out[f"text/{change['probe']}/{CHANGE_NAMES[change['metric']]}"] = change["change"]
     out.update({f"forgetting/{k}": v for k, v in forgetting(probes).items() if not k.endswith("_interval")})
     for name, result in probes.items():  # generation probes: how far the replies moved from the base's
-        adapted = result.get("adapted", {}) if isinstance(result, dict) else {}
+        adapted = result.get("adapted", {})
         if "rougeL_to_base" in adapted:
             out[f"text/{name}/rougeL_to_base"] = adapted["rougeL_to_base"]
         if "mean_chars" in adapted:

