@@ -61,6 +61,14 @@ def metric_unit(name: str) -> str:
             "time/fit_s": "s", "time/eval_s": "s"}.get(name, "")
 
 
+def metric_range(unit: str) -> tuple[float | None, float | None]:
+    """The values a metric of ``unit`` (``metric_unit``) can take, (low, high), None where unbounded: an accuracy lies
+    in [0, 100] %, a perplexity change is above -100 % of the base's, a change of an accuracy within +-100 points.
+    The plots clip a t interval (symmetric by construction) to this range, so no bar or band shows an impossible
+    value."""
+    return {"%": (0.0, 100.0), "% of base": (-100.0, None), "points": (-100.0, 100.0)}.get(unit, (None, None))
+
+
 def read_json(path: Path, what: str) -> Any:
     """``path`` parsed, or a ValueError naming the file and what to do."""
     try:

@@ -7,6 +7,9 @@
   for a score that cannot be negative, a zero score.
 - ``curves.png``: the in-loop probes over training steps, per config the mean over seeds and a shaded 95% t band
   across seeds: top, the perplexity change vs base (mean over perplexity probes); bottom, the VL probe.
+
+Bars and bands are clipped to the values the metric can take (``metric_range``: an accuracy's t interval of
+92 +- 13 % is drawn from 79 to 100), so no plot shows an impossible value; the tables keep the unclipped half-widths.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpeft.atomic import save_figure_atomic
+from mmpeft.eval.sweep_collect import metric_range, metric_unit
 
 
 def _pyplot() -> Any:
@@ -30,8 +34,22 @@ def _axis_label(metric: dict[str, Any]) -> str:
     return f"{metric['label']} ({metric['unit']})" if metric["unit"] else metric["label"]
 
 
-def _errors(summary: dict[str, Any]) -> float | None:
-    return summary["half_width"]
+def clipped_interval(mean: float, half_width: float | None, bounds: tuple[float | None, float | None]
+                     ) -> tuple[float, float]:
+    """(below, above): the distances from ``mean`` to the ends of mean +- half_width clipped to ``bounds``
+    (``metric_range``); (0, 0) without an interval."""
+    if half_width is None:
+        return 0.0, 0.0
+    low, high = mean - half_width, mean + half_width
+    if bounds[0] is not None:
+        low = max(low, min(bounds[0], mean))
+    if bounds[1] is not None:
+        high = min(high, max(bounds[1], mean))
+    return mean - low, high - mean
+
+
+def _errors(summary: dict[str, Any], mean: float, unit: str) -> tuple[float, float]:
+    return clipped_interval(mean, summary["half_width"], metric_range(unit))
 
 
 def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
@@ -44,14 +62,14 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     xs, ys = [0.0], []
     for i, (config, (y, x)) in enumerate(pareto["points"].items()):
         metrics = report["configs"][config]["metrics"]
-        x_half, y_half = _errors(metrics[forget["name"]]), _errors(metrics[vl["name"]])
-        ax.errorbar(x, y, xerr=x_half, yerr=y_half, fmt="o", capsize=3, color=f"C{i % 10}",
+        x_err, y_err = _errors(metrics[forget["name"]], x, forget["unit"]), _errors(metrics[vl["name"]], y, vl["unit"])
+        ax.errorbar(x, y, xerr=[[x_err[0]], [x_err[1]]], yerr=[[y_err[0]], [y_err[1]]], fmt="o", capsize=3, color=f"C{i % 10}",
                     label=f"{i + 1}: {config} (n={report['configs'][config]['n_done']})")
         # a number beside the point, the name in the legend: full names collide when configs lie close together
         ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=f"C{i % 10}",
                     fontweight="bold")
-        xs += [x - (x_half or 0), x + (x_half or 0)]
-        ys += [y - (y_half or 0), y + (y_half or 0)]
+        xs += [x - x_err[0], x + x_err[1]]
+        ys += [y - y_err[0], y + y_err[1]]
     front = [pareto["points"][c] for c in pareto["front"]]
     ax.plot([p[1] for p in front], [p[0] for p in front], ls="--", color="black", lw=1, zorder=0,
             label="Pareto front (max VL, min forgetting)")
@@ -72,13 +90,15 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     return path
 
 
-def _curve(ax: Any, points: list[dict[str, Any]], label: str, color: str) -> None:
+def _curve(ax: Any, points: list[dict[str, Any]], label: str, color: str, unit: str) -> None:
     steps = [p["step"] for p in points]
     ax.plot(steps, [p["mean"] for p in points], marker="o", ms=3, color=color, label=label)
     banded = [p for p in points if p["interval"] is not None]
     if banded:
-        ax.fill_between([p["step"] for p in banded], [p["interval"][0] for p in banded],
-                        [p["interval"][1] for p in banded], color=color, alpha=0.2, lw=0)
+        bounds = metric_range(unit)
+        below_above = [clipped_interval(p["mean"], p["half_width"], bounds) for p in banded]
+        ax.fill_between([p["step"] for p in banded], [p["mean"] - b for p, (b, _) in zip(banded, below_above)],
+                        [p["mean"] + a for p, (_, a) in zip(banded, below_above)], color=color, alpha=0.2, lw=0)
 
 
 def plot_curves(report: dict[str, Any], out: Path) -> Path | None:
@@ -92,9 +112,9 @@ def plot_curves(report: dict[str, Any], out: Path) -> Path | None:
     for i, (config, c) in enumerate(curves.items()):
         label = f"{config} (n={report['configs'][config]['n_done']})"
         if c["forgetting"]:
-            _curve(top, c["forgetting"], label, f"C{i % 10}")
+            _curve(top, c["forgetting"], label, f"C{i % 10}", "% of base")
         if c["vl"]:
-            _curve(bottom, c["vl"], label, f"C{i % 10}")
+            _curve(bottom, c["vl"], label, f"C{i % 10}", metric_unit((c["vl_column"] or "").removeprefix("probe/")))
             vl_column = vl_column or c["vl_column"]
     top.axhline(0, color="grey", lw=0.8, ls=":")
     top.set_ylabel("perplexity change vs base (%)\nmean over perplexity probes", fontsize=9)
