@@ -122,8 +122,8 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
     if "vl_vs_forgetting.png" in plots:
         lines.append("- `vl_vs_forgetting.png`: per config the mean VL score against the mean forgetting; error bars "
                      "in both directions are the 95% t intervals across seeds (none for one seed); the Pareto front "
-                     "is the dashed line through the configs listed above. Bars are clipped to the values the metric can "
-                     "take (an accuracy to 0-100 %).")
+                     "is the dashed line through the configs listed above. Bars are clipped to the values the metric "
+                     "can take (an accuracy to 0-100 %).")
     if "curves.png" in plots:
         lines.append("- `curves.png`: the in-loop probes (`metrics.csv` `probe/*`) over training steps, per config "
                      "the mean over seeds with a shaded 95% t band across seeds (none where one seed logged the "

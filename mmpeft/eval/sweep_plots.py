@@ -63,8 +63,8 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     for i, (config, (y, x)) in enumerate(pareto["points"].items()):
         metrics = report["configs"][config]["metrics"]
         x_err, y_err = _errors(metrics[forget["name"]], x, forget["unit"]), _errors(metrics[vl["name"]], y, vl["unit"])
-        ax.errorbar(x, y, xerr=[[x_err[0]], [x_err[1]]], yerr=[[y_err[0]], [y_err[1]]], fmt="o", capsize=3, color=f"C{i % 10}",
-                    label=f"{i + 1}: {config} (n={report['configs'][config]['n_done']})")
+        ax.errorbar(x, y, xerr=[[x_err[0]], [x_err[1]]], yerr=[[y_err[0]], [y_err[1]]], fmt="o", capsize=3,
+                    color=f"C{i % 10}", label=f"{i + 1}: {config} (n={report['configs'][config]['n_done']})")
         # a number beside the point, the name in the legend: full names collide when configs lie close together
         ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=f"C{i % 10}",
                     fontweight="bold")
