@@ -1,4 +1,4 @@
-# next pass, second call (after s1.sh): rank_data's 27 runs and chance's long_8k (3 runs of 1,200 steps); chance's
+# next pass, second call (after s1.sh): rank_data's 27 runs, chance's long_8k (3 runs of 1,200 steps) and resampler_9; chance's
 # 18 finished runs are unpacked first, so its sweep skips them and its report covers all seven cases; see driver5.sh
 source .gpu/s/towers.sh
 rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
