@@ -267,7 +267,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
         from liger_kernel.transformers import apply_liger_kernel_to_llava
 
         apply_liger_kernel_to_llava(model=model)
-    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
+    lora = LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=args.lora_dropout,
                       target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     model = get_peft_model(model, lora)
     for p in model.base_model.model.model.multi_modal_projector.parameters():
@@ -338,7 +338,7 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
         llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True, quantize=quantize)
         vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
                                   llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r,
-                                                          dropout=0.05))
+                                                          dropout=args.lora_dropout))
     checkpointing = args.mmpeft_checkpointing if args.mmpeft_checkpointing is not None else args.checkpointing
     module = VLMModule(vlm, lr=LearningRates(projector=1e-5, llm=1e-5), gradient_checkpointing=checkpointing,
                        compile_llm_layers=args.compile)
@@ -373,6 +373,8 @@ def main() -> None:
     p.add_argument("--pack", action="store_true", help="mmpeft: padding-free packed rows (pack_sequences)")
     p.add_argument("--compile", action="store_true", help="mmpeft: torch.compile each LLM decoder layer")
     p.add_argument("--lora-r", type=int, default=128)
+    p.add_argument("--lora-dropout", type=float, default=0.05,
+                   help="LoRA dropout of both systems (0: no dropout kernels or saved masks, what it costs)")
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
     p.add_argument("--systems", default="peer,mmpeft",
@@ -443,7 +445,9 @@ def main() -> None:
                 f.write(json.dumps({"shapes": args.shapes, "batch": args.batch, "text": args.text,
                                     "text_len": text_len, "checkpointing": args.checkpointing,
                                     "mmpeft_checkpointing": args.mmpeft_checkpointing, "pack": args.pack,
-                                    "compile": args.compile, "padded_over_real": padded, "device": args.device,
+                                    "compile": args.compile, "lora_r": args.lora_r,
+                                    "lora_dropout": args.lora_dropout, "padded_over_real": padded,
+                                    "device": args.device,
                                     "quantize_vision": args.quantize_vision, "memory_cap_gib": args.memory_cap_gib,
                                     "torch": torch.__version__, **results[-1].__dict__}) + "\n")
     print(f"\n{args.shapes}, batch {args.batch}, text {args.text} (median {text_len}), checkpointing "
