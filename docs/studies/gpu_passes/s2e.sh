@@ -4,7 +4,7 @@ source .gpu/s/towers.sh
 rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
 tar xzf docs/studies/chance/done_runs.tgz -C /tmp/repo
 cd /tmp/repo && export PYTHONPATH=/tmp/site:/tmp/repo
-( for n in 64k:16000 8k:2000 1k:250; do python3 data_prep/make_synthetic_shapes.py --out runs/studies/n${n%:*} --seed 0 --train-scenes ${n#*:} --eval-scenes 100 --questions-per-scene 3 --eval-per-type 60 > /tmp/data_${n%:*}.log 2>&1 & done; wait; touch /tmp/data.done ) &
+( for n in 8k:2000 2k:500 1k:250; do python3 data_prep/make_synthetic_shapes.py --out runs/studies/n${n%:*} --seed 0 --train-scenes ${n#*:} --eval-scenes 100 --questions-per-scene 3 --eval-per-type 60 > /tmp/data_${n%:*}.log 2>&1 & done; wait; touch /tmp/data.done ) &
 python3 - <<'PY' 2>&1 | grep -v -i -E "warn|it/s"
 from mmpeft.apps.demo_data import prepare_data
 from mmpeft import zoo
