@@ -148,7 +148,10 @@ def test_means_intervals_paired_differences_front_and_missing(sweep):
     md = (sweep / "report" / "sweep_report.md").read_text()
     assert "| A | lora | `model.lr=0.0001` | 3 of 4 (0, 1, 2) | seed 3: no A/seed3/sweep_run.json" in md
     assert "seed 3: status 'failed' in B/seed3/sweep_run.json" in md
-    assert "| B | 3 | 2.5 ± 1.2 |" in md, "paired VQA difference, rounded to the half-width's 2nd digit"
+    assert "| B | 3 | **2.5 ± 1.2** |" in md, ("paired VQA difference, rounded to the half-width's 2nd digit, in "
+                                             "bold: its interval excludes zero")
+    paired_time = md.split("### time (paired)")[1].split("###")[0]
+    assert "| B | 3 | 0 ± 0 | 0 ± 0 |" in paired_time, "equal fit and eval times: a zero difference, not in bold"
     assert "not dominated" in md and ": `B`" in md and "`vqa/overall`" in md and "`forgetting/ppl_change_pct`" in md
     for png in ("vl_vs_forgetting.png", "curves.png"):
         assert (sweep / "report" / png).read_bytes()[:4] == b"\x89PNG"

@@ -2,8 +2,9 @@
 
 Tables have one row per config. A cell is ``mean ± h``: the mean over seeds and the half-width of its 95% t
 interval across seeds, both rounded to the interval's second significant digit; ``(1 seed)`` where one seed gives
-no interval, ``(n=k)`` where fewer seeds than the config's counted runs have the metric. Metrics are grouped by
-the prefix of their flattened name (``vqa/``, ``captions/``, ``text/``, ...), one table per group.
+no interval, ``(n=k)`` where fewer seeds than the config's counted runs have the metric. In the paired tables a
+difference whose interval excludes zero is in bold. Metrics are grouped by the prefix of their flattened name
+(``vqa/``, ``captions/``, ``text/``, ...), one table per group.
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ def figure(mean: float, half: float | None) -> str:
     return f"{mean:,.{digits}f} ± {half:,.{digits}f}"
 
 
-def cell(summary: dict[str, Any] | None, n_done: int) -> str:
+def excludes_zero(summary: dict[str, Any]) -> bool:
+    """Whether the summary's 95% interval lies wholly above or wholly below zero (False without an interval)."""
+    interval = summary.get("interval")
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
+
+
+def cell(summary: dict[str, Any] | None, n_done: int, paired: bool = False) -> str:
     if summary is None:
         return ""
     text = figure(summary["mean"], summary["half_width"])
+    if paired and excludes_zero(summary):
+        text = f"**{text}**"
     if summary["n"] == 1:
         return text + " (1 seed)"
     return text + (f" (n={summary['n']})" if summary["n"] < n_done else "")
@@ -50,7 +59,7 @@ def table(report: dict[str, Any], names: list[str], configs: list[str], paired: 
         entry = report["configs"][config]
         source = entry["paired"] if paired else entry["metrics"]
         n = max((s["n"] for s in source.values()), default=0) if paired else entry["n_done"]
-        lines.append("| " + " | ".join([config, str(n), *(cell(source.get(m), n) for m in names)]) + " |")
+        lines.append("| " + " | ".join([config, str(n), *(cell(source.get(m), n, paired) for m in names)]) + " |")
     return lines + [""]
 
 
@@ -104,7 +113,7 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
         others = [c for c in configs if c != baseline]
         lines += [f"## Paired differences: config - `{baseline}`, matched by seed", "",
                   "Mean of the per-seed differences ± the half-width of their 95% t interval; `n pairs`: seeds both "
-                  "configs have counted. Zero outside the interval: a difference these seeds support.", ""]
+                  "configs have counted. Zero outside the interval (in bold): a difference these seeds support.", ""]
         lines += table(report, headline, others, True)
         for group, members in groups(names).items():
             lines += [f"### {group} (paired)", ""] + table(report, members, others, True, prefix=group + "/")
