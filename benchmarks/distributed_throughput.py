@@ -1,21 +1,32 @@
 #!/usr/bin/env python
 """Training throughput of mmpeft on 1..N GPUs (single device, DDP, FSDP) at a given model shape.
 
-Builds the towers with random weights (no downloads): a timm vision tower and a Llama-shaped LLM written to a
-local directory (bf16), LoRA in the LLM (and optionally the vision tower), an MLP projector, then trains
-``--steps`` steps of synthetic batches (one image + ``--text-len`` text tokens per row) through ``VLMModule`` with
-Lightning and reports, for the global batch: real tokens/s (median over steps after warm-up), tokens/s per GPU,
-and peak GPU memory per device. Rank 0 prints a table row and writes ``--out`` (JSON).
+Builds the towers with random weights (no downloads): a timm vision tower and a Llama-shaped LLM (``--shapes``,
+the presets of ``train_throughput.py``, or ``--hidden``/``--layers``/...), LoRA in the LLM, an MLP projector, then
+trains ``--steps`` steps of synthetic batches through ``VLMModule`` with Lightning and reports, for the global
+batch: real tokens/s (median over steps after warm-up, tokens summed over the ranks), tokens/s per GPU, and peak
+GPU memory per device. Rank 0 prints a table row and writes ``--out`` (JSON).
+
+Batches: ``--text fixed`` rows of ``--text-len`` text tokens, or ``--text variable`` (lognormal lengths, median
+``--text-len``, ``--sigma``), right-padded; a ``--text-only-ratio`` share of the rows carry no image (the mix a
+replay or KL guard trains on). ``--pack`` and ``--compile`` are the GPU preset's packed rows and compiled decoder
+layers (``trainer/gpu_bf16.yaml``).
 
     python benchmarks/distributed_throughput.py --devices 1 --strategy auto
     python benchmarks/distributed_throughput.py --devices 2 --strategy ddp
     python benchmarks/distributed_throughput.py --devices 2 --strategy fsdp
+    # issue 19's row: Llama-2-7B shapes, the GPU preset, variable lengths, 20% text-only rows
+    python benchmarks/distributed_throughput.py --shapes llama2-7b --devices 2 --strategy ddp --batch 8 \
+        --text variable --text-len 256 --text-only-ratio 0.2 --pack --compile --gradient-checkpointing
+    python benchmarks/distributed_throughput.py --accelerator cpu --devices 2 --strategy ddp --shapes tiny \
+        --text variable --text-only-ratio 0.25 --steps 3 --warmup 1      # a smoke run on CPU (gloo)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -24,9 +35,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, IterableDataset
+from train_throughput import LLMS, VISIONS, write_llm_config  # the same presets (benchmarks/ is on sys.path)
 
 from mmpeft.adapters import AdapterSpec
-from mmpeft.apps.tiny import save_tiny_llm
 from mmpeft.module import LearningRates, VLMModule
 from mmpeft.projectors import MLPProjector
 from mmpeft.towers import LLMTower, TimmVisionTower
@@ -34,44 +45,45 @@ from mmpeft.types import IGNORE_INDEX
 from mmpeft.vlm import VisionLanguageModel
 
 
-def write_llm(directory: Path, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
-              vocab: int) -> Path:
-    """A random Llama of the given shape + a small tokenizer (its vocabulary fits inside ``vocab``)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    if (directory / "config.json").exists():
-        return directory
-    save_tiny_llm(directory)  # tokenizer (and a throwaway tiny model, overwritten below)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=4096, tie_word_embeddings=False, torch_dtype="bfloat16")
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(directory)
-    return directory
-
-
 class SyntheticBatches(IterableDataset):
-    """Endless batches: per row one image (``num_image_tokens`` placeholders) + ``text_len`` supervised tokens."""
+    """Endless right-padded batches (``mmpeft.types.Batch``), different on every rank. Each row: with probability
+    ``1 - text_only_ratio`` one image (``num_image_tokens`` placeholders) then its text, else text only; text
+    lengths ``text_len`` (``lengths="fixed"``) or lognormal with median ``text_len`` and ``sigma``, clamped to
+    [16, 1536]; every text token supervised."""
 
     def __init__(self, batch: int, text_len: int, num_image_tokens: int, image_token_id: int, vocab_low: int,
-                 vocab_high: int, image_size: tuple[int, int], seed: int):
+                 vocab_high: int, image_size: tuple[int, int], seed: int, lengths: str = "fixed",
+                 sigma: float = 1.0, text_only_ratio: float = 0.0):
         self.batch, self.text_len, self.m = batch, text_len, num_image_tokens
         self.image_token_id, self.low, self.high = image_token_id, vocab_low, vocab_high
         self.image_size, self.seed = image_size, seed
+        self.lengths, self.sigma, self.text_only_ratio = lengths, sigma, text_only_ratio
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + (torch.distributed.get_rank()
                                                        if torch.distributed.is_initialized() else 0))
         while True:
-            text = torch.randint(self.low, self.high, (self.batch, self.text_len), generator=g)
-            ids = torch.cat([torch.full((self.batch, self.m), self.image_token_id), text], dim=1)
-            labels = ids.clone()
-            labels[:, : self.m] = IGNORE_INDEX
-            yield {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
-                   "pixel_values": torch.randn(self.batch, 3, *self.image_size, generator=g),
-                   "has_image": torch.ones(self.batch, dtype=torch.bool),
-                   "num_images": torch.ones(self.batch, dtype=torch.long)}
+            if self.lengths == "fixed":
+                lengths = [self.text_len] * self.batch
+            else:
+                draw = torch.randn(self.batch, generator=g) * self.sigma + math.log(self.text_len)
+                lengths = draw.exp().round().clamp(16, 1536).long().tolist()
+            has_image = torch.rand(self.batch, generator=g) >= self.text_only_ratio
+            width = max(self.m * int(has_image[i]) + n for i, n in enumerate(lengths))
+            ids = torch.zeros(self.batch, width, dtype=torch.long)
+            mask = torch.zeros(self.batch, width, dtype=torch.long)
+            labels = torch.full((self.batch, width), IGNORE_INDEX, dtype=torch.long)
+            for i, n_text in enumerate(lengths):
+                m = self.m if has_image[i] else 0
+                text = torch.randint(self.low, self.high, (n_text,), generator=g)
+                ids[i, :m] = self.image_token_id
+                ids[i, m : m + n_text] = text
+                mask[i, : m + n_text] = 1
+                labels[i, m : m + n_text] = text
+            n_images = int(has_image.sum())
+            yield {"input_ids": ids, "attention_mask": mask, "labels": labels,
+                   "pixel_values": torch.randn(n_images, 3, *self.image_size, generator=g) if n_images else None,
+                   "has_image": has_image, "num_images": has_image.long()}
 
 
 class StepTimer(Callback):
@@ -88,7 +100,9 @@ class StepTimer(Callback):
             torch.cuda.synchronize()
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self.start)
-            self.tokens.append(int(batch["attention_mask"].sum()) * trainer.world_size)
+            # the ranks' batches differ in length: the global batch's real tokens are their sum
+            tokens = trainer.strategy.reduce(batch["attention_mask"].sum().float(), reduce_op="sum")
+            self.tokens.append(int(tokens))
 
 
 def main() -> None:
@@ -96,6 +110,8 @@ def main() -> None:
     p.add_argument("--accelerator", default="gpu", help="gpu, or cpu for a smoke run at tiny shapes")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])
+    p.add_argument("--shapes", default=None, choices=list(LLMS),
+                   help="a preset of train_throughput.py (LLM and vision shapes); default: the options below")
     p.add_argument("--vision", default="vit_base_patch16_clip_224")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--hidden", type=int, default=2048)
@@ -105,7 +121,12 @@ def main() -> None:
     p.add_argument("--intermediate", type=int, default=5632)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--batch", type=int, default=32, help="rows per device and step")
-    p.add_argument("--text-len", type=int, default=512)
+    p.add_argument("--text", default="fixed", choices=["fixed", "variable"])
+    p.add_argument("--text-len", type=int, default=512, help="fixed length, or the median of variable lengths")
+    p.add_argument("--sigma", type=float, default=1.0, help="lognormal sigma of variable text lengths")
+    p.add_argument("--text-only-ratio", type=float, default=0.0, help="share of rows without an image")
+    p.add_argument("--pack", action="store_true", help="padding-free packed rows (model.vlm.pack_sequences)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each LLM decoder layer")
     p.add_argument("--lora-r", type=int, default=128)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=8)
@@ -113,21 +134,37 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/mmpeft_bench")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    if not 0.0 <= args.text_only_ratio < 1.0:
+        p.error(f"--text-only-ratio must be in [0, 1), got {args.text_only_ratio}")
 
-    llm_dir = write_llm(Path(args.workdir) / f"llm_{args.hidden}x{args.layers}", args.hidden, args.layers, args.heads,
-                        args.kv_heads, args.intermediate, args.vocab)
+    if args.shapes:
+        shape = LLMS[args.shapes]
+        vis = VISIONS[shape["vision"]]
+        vision_name, image_size = vis["timm"], vis["image"]
+        vision_kwargs = {} if vis["timm"] != "vit_tiny_patch16_224" else {
+            "model_kwargs": {"patch_size": vis["patch"], "embed_dim": vis["width"], "depth": vis["depth"],
+                             "num_heads": vis["heads"]}}
+    else:
+        shape = dict(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                     intermediate=args.intermediate, vocab=args.vocab, rope_theta=10000.0)
+        vision_name, image_size, vision_kwargs = args.vision, args.image_size, {}
+    name = args.shapes or f"{args.hidden}x{args.layers}"
+    llm_dir = write_llm_config(Path(args.workdir) / f"llm_{name}", shape)
     torch.manual_seed(0)
     # FSDP flattens each decoder layer's weights into one tensor of one dtype: frozen base and fp32 adapters must
     # agree there, so FSDP keeps fp32 weights (sharded) and computes in bf16 under autocast
     dtype = "bfloat16" if args.accelerator == "gpu" and args.strategy != "fsdp" else "float32"
-    vision = TimmVisionTower(args.vision, feature_layer=-2, dtype=dtype, image_size=args.image_size)
-    llm = LLMTower(str(llm_dir), dtype=dtype)
-    vlm = VisionLanguageModel(vision, llm, projector=MLPProjector,
+    vision = TimmVisionTower(vision_name, feature_layer=-2, dtype=dtype, image_size=image_size, **vision_kwargs)
+    # random weights, no files: DDP broadcasts rank 0's at setup; under FSDP the ranks' values differ, which
+    # changes no timing
+    llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True)
+    vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
                               llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05))
     module = VLMModule(vlm, lr=LearningRates(projector=1e-4, llm=1e-4),
-                       gradient_checkpointing=args.gradient_checkpointing)
-    data = SyntheticBatches(args.batch, args.text_len, vlm.num_image_tokens, llm.image_token_id, 10,
-                            min(args.vocab, 30000), vision.image_size, seed=0)
+                       gradient_checkpointing=args.gradient_checkpointing, compile_llm_layers=args.compile)
+    data = SyntheticBatches(args.batch, args.text_len, vlm.num_image_tokens, llm.image_token_id,
+                            llm.image_token_id + 1, shape["vocab"], vision.image_size, seed=0, lengths=args.text,
+                            sigma=args.sigma, text_only_ratio=args.text_only_ratio)
     timer = StepTimer(args.warmup)
     strategy = args.strategy
     if strategy == "fsdp":
@@ -153,7 +190,10 @@ def main() -> None:
         step = statistics.median(timer.times)
         tokens = statistics.median(timer.tokens)
         result = {"strategy": args.strategy, "devices": args.devices, "batch_per_device": args.batch,
-                  "text_len": args.text_len, "image_tokens": vlm.num_image_tokens, "step_s": step,
+                  "shapes": name, "text": args.text, "text_len": args.text_len, "sigma": args.sigma,
+                  "text_only_ratio": args.text_only_ratio, "pack": args.pack, "compile": args.compile,
+                  "gradient_checkpointing": args.gradient_checkpointing, "image_tokens": vlm.num_image_tokens,
+                  "step_s": step,
                   "tokens_per_s": tokens / step, "tokens_per_s_per_gpu": tokens / step / args.devices,
                   "peak_gib": float(peak), "llm_params": sum(p.numel() for p in llm.parameters()),
                   "trainable": sum(r.trainable for r in vlm.trainability())}
