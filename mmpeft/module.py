@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ import torch
 from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch import nn
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
@@ -133,7 +136,23 @@ class VLMModule(L.LightningModule):
         # (VisionTower.train), and frozen bases have no dropout of their own.
         self.vlm.train()
 
+    def _train_mode_before_lightning_checks(self) -> None:
+        """Training mode before the fit loop starts: Lightning warns about every module still in eval mode at that
+        point, before ``on_train_start``. What stays in eval mode is the frozen BatchNorm of the base
+        (``VisionTower.train``), on purpose: then its warning is silenced and this log says why; anything else in
+        eval mode keeps Lightning's warning."""
+        self.vlm.train()
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training]
+        in_norms = {id(sub) for norm in norms for sub in norm.modules()}  # timm's BatchNormAct2d holds its act
+        still_eval = [m for m in self.modules() if not m.training]
+        if still_eval and all(id(m) in in_norms for m in still_eval):
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training",
+                                    category=PossibleUserWarning)
+            log.info("%d frozen BatchNorm layers stay in eval mode (their running statistics belong to the base)",
+                     len(norms))
+
     def on_fit_start(self) -> None:
+        self._train_mode_before_lightning_checks()
         datamodule = getattr(self.trainer, "datamodule", None)
         text_ratio = getattr(datamodule, "text_ratio", None)
         has_text = datamodule.has_text_rows() if hasattr(datamodule, "has_text_rows") else None
