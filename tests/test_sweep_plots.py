@@ -41,14 +41,19 @@ def test_bars_and_bands_stay_inside_the_metric_range(tmp_path, monkeypatch):
     # config "b": VQA 100, 100, 76 (mean 92, t half-width 34.4) and perplexity change -99, -95, -40
     rows = [record("a", s, v, p) for s, (v, p) in enumerate([(50.0, 10.0), (55.0, 12.0), (60.0, 14.0)])]
     rows += [record("b", s, v, p) for s, (v, p) in enumerate([(100.0, -99.0), (100.0, -95.0), (76.0, -40.0)])]
+    rows += [record("c", 0, 70.0, 20.0)]  # one seed: no interval, so no bar at all
     jsonl = tmp_path / "runs.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    drawn = {"y_high": [], "x_low": [], "band_high": [], "band_low": []}
+    drawn = {"y_high": [], "x_low": [], "band_high": [], "band_low": [], "no_bars": []}
     errorbar, fill_between = matplotlib.axes.Axes.errorbar, matplotlib.axes.Axes.fill_between
 
     def spy_errorbar(self, x, y, xerr=None, yerr=None, **kw):
-        drawn["y_high"].append(y + yerr[1][0])
-        drawn["x_low"].append(x - xerr[0][0])
+        if yerr is None:
+            assert xerr is None
+            drawn["no_bars"].append((x, y))
+        else:
+            drawn["y_high"].append(y + yerr[1][0])
+            drawn["x_low"].append(x - xerr[0][0])
         return errorbar(self, x, y, xerr=xerr, yerr=yerr, **kw)
 
     def spy_fill(self, x, low, high, **kw):
@@ -63,3 +68,4 @@ def test_bars_and_bands_stay_inside_the_metric_range(tmp_path, monkeypatch):
     assert vqa_b["interval"][1] > 120, "the table keeps the unclipped t interval"
     assert max(drawn["y_high"]) == pytest.approx(100.0) and min(drawn["x_low"]) == pytest.approx(-100.0)
     assert max(drawn["band_high"]) == pytest.approx(100.0) and min(drawn["band_low"]) == pytest.approx(-100.0)
+    assert drawn["no_bars"] == [(20.0, 70.0)]

@@ -48,8 +48,12 @@ def clipped_interval(mean: float, half_width: float | None, bounds: tuple[float 
     return mean - low, high - mean
 
 
-def _errors(summary: dict[str, Any], mean: float, unit: str) -> tuple[float, float]:
-    return clipped_interval(mean, summary["half_width"], metric_range(unit))
+def _errors(summary: dict[str, Any], mean: float, unit: str) -> list[list[float]] | None:
+    """matplotlib's ``[[below], [above]]`` for one point, or None (no bar: one seed gives no interval)."""
+    if summary["half_width"] is None:
+        return None
+    below, above = clipped_interval(mean, summary["half_width"], metric_range(unit))
+    return [[below], [above]]
 
 
 def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
@@ -63,13 +67,13 @@ def plot_vl_vs_forgetting(report: dict[str, Any], out: Path) -> Path | None:
     for i, (config, (y, x)) in enumerate(pareto["points"].items()):
         metrics = report["configs"][config]["metrics"]
         x_err, y_err = _errors(metrics[forget["name"]], x, forget["unit"]), _errors(metrics[vl["name"]], y, vl["unit"])
-        ax.errorbar(x, y, xerr=[[x_err[0]], [x_err[1]]], yerr=[[y_err[0]], [y_err[1]]], fmt="o", capsize=3,
+        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="o", capsize=3,
                     color=f"C{i % 10}", label=f"{i + 1}: {config} (n={report['configs'][config]['n_done']})")
         # a number beside the point, the name in the legend: full names collide when configs lie close together
         ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=f"C{i % 10}",
                     fontweight="bold")
-        xs += [x - x_err[0], x + x_err[1]]
-        ys += [y - y_err[0], y + y_err[1]]
+        xs += [x - x_err[0][0], x + x_err[1][0]] if x_err else [x]
+        ys += [y - y_err[0][0], y + y_err[1][0]] if y_err else [y]
     front = [pareto["points"][c] for c in pareto["front"]]
     ax.plot([p[1] for p in front], [p[0] for p in front], ls="--", color="black", lw=1, zorder=0,
             label="Pareto front (max VL, min forgetting)")
