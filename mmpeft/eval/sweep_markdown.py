@@ -113,8 +113,9 @@ def render(report: dict[str, Any], plots: list[str]) -> str:
         others = [c for c in configs if c != baseline]
         lines += [f"## Paired differences: config - `{baseline}`, matched by seed", "",
                   "Mean of the per-seed differences ± the half-width of their 95% t interval; `n pairs`: seeds both "
-                  "configs have counted. Zero outside the interval (in bold): a difference these seeds support; with no "
-                  "correction for the many cells, about 1 in 20 cells without a true difference is bold by chance.",
+                  "configs have counted. Zero outside the interval (in bold): a difference these seeds support; "
+                  "with no correction for the many cells, about 1 in 20 cells without a true difference is bold by "
+                  "chance.",
                   ""]
         lines += table(report, headline, others, True)
         for group, members in groups(names).items():
