@@ -8,16 +8,18 @@ batch: real tokens/s (median over steps after warm-up, tokens summed over the ra
 GPU memory per device. Rank 0 prints a table row and writes ``--out`` (JSON).
 
 Batches: ``--text fixed`` rows of ``--text-len`` text tokens, or ``--text variable`` (lognormal lengths, median
-``--text-len``, ``--sigma``), right-padded; a ``--text-only-ratio`` share of the rows carry no image (the mix a
-replay or KL guard trains on). ``--pack`` and ``--compile`` are the GPU preset's packed rows and compiled decoder
-layers (``trainer/gpu_bf16.yaml``).
+``--text-len``, ``--sigma``), right-padded; a ``--text-only-ratio`` share of the rows carry no image. Text-only
+rows train only through a guard (``--guards replay,kl``: next-token loss on them, KL to the base with its
+reference pass); without one they cost a forward pass and no loss. ``--pack`` and ``--compile`` are the GPU
+preset's packed rows and compiled decoder layers (``trainer/gpu_bf16.yaml``).
 
     python benchmarks/distributed_throughput.py --devices 1 --strategy auto
     python benchmarks/distributed_throughput.py --devices 2 --strategy ddp
     python benchmarks/distributed_throughput.py --devices 2 --strategy fsdp
     # issue 19's row: Llama-2-7B shapes, the GPU preset, variable lengths, 20% text-only rows
     python benchmarks/distributed_throughput.py --shapes llama2-7b --devices 2 --strategy ddp --batch 8 \
-        --text variable --text-len 256 --text-only-ratio 0.2 --pack --compile --gradient-checkpointing
+        --text variable --text-len 256 --text-only-ratio 0.2 --guards replay,kl --pack --compile \
+        --gradient-checkpointing
     python benchmarks/distributed_throughput.py --accelerator cpu --devices 2 --strategy ddp --shapes tiny \
         --text variable --text-only-ratio 0.25 --steps 3 --warmup 1      # a smoke run on CPU (gloo)
 """
@@ -27,7 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -35,14 +39,17 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, IterableDataset
-from train_throughput import LLMS, VISIONS, write_llm_config  # the same presets (benchmarks/ is on sys.path)
 
-from mmpeft.adapters import AdapterSpec
-from mmpeft.module import LearningRates, VLMModule
-from mmpeft.projectors import MLPProjector
-from mmpeft.towers import LLMTower, TimmVisionTower
-from mmpeft.types import IGNORE_INDEX
-from mmpeft.vlm import VisionLanguageModel
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_throughput beside this file, also under -m
+from train_throughput import LLMS, VISIONS, write_llm_config  # noqa: E402  (the same presets)
+
+from mmpeft.adapters import AdapterSpec  # noqa: E402
+from mmpeft.guards import KLToBase, Replay  # noqa: E402
+from mmpeft.module import LearningRates, VLMModule  # noqa: E402
+from mmpeft.projectors import MLPProjector  # noqa: E402
+from mmpeft.towers import LLMTower, TimmVisionTower  # noqa: E402
+from mmpeft.types import IGNORE_INDEX  # noqa: E402
+from mmpeft.vlm import VisionLanguageModel  # noqa: E402
 
 
 class SyntheticBatches(IterableDataset):
@@ -60,8 +67,9 @@ class SyntheticBatches(IterableDataset):
         self.lengths, self.sigma, self.text_only_ratio = lengths, sigma, text_only_ratio
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed + (torch.distributed.get_rank()
-                                                       if torch.distributed.is_initialized() else 0))
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        worker = torch.utils.data.get_worker_info()  # each loader worker its own stream, or batches repeat
+        g = torch.Generator().manual_seed(self.seed + 1000 * rank + (worker.id if worker else 0))
         while True:
             if self.lengths == "fixed":
                 lengths = [self.text_len] * self.batch
@@ -105,6 +113,19 @@ class StepTimer(Callback):
             self.tokens.append(int(tokens))
 
 
+def wait_for_config(directory: Path, shape: dict, timeout_s: float = 600.0) -> None:
+    """Until the first process has written ``directory/config.json`` with this shape's hidden size."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if json.loads((directory / "config.json").read_text()).get("hidden_size") == shape["hidden"]:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"{directory / 'config.json'} was not written within {timeout_s:.0f} s by the first process")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--accelerator", default="gpu", help="gpu, or cpu for a smoke run at tiny shapes")
@@ -128,6 +149,8 @@ def main() -> None:
     p.add_argument("--pack", action="store_true", help="padding-free packed rows (model.vlm.pack_sequences)")
     p.add_argument("--compile", action="store_true", help="torch.compile each LLM decoder layer")
     p.add_argument("--lora-r", type=int, default=128)
+    p.add_argument("--lora-dropout", type=float, default=0.05)
+    p.add_argument("--guards", default="", help="comma list of replay, kl: guards that train on the text-only rows")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=8)
     p.add_argument("--gradient-checkpointing", action="store_true")
@@ -136,6 +159,14 @@ def main() -> None:
     args = p.parse_args()
     if not 0.0 <= args.text_only_ratio < 1.0:
         p.error(f"--text-only-ratio must be in [0, 1), got {args.text_only_ratio}")
+    shape_options = ("vision", "image_size", "hidden", "layers", "heads", "kv_heads", "intermediate", "vocab")
+    if args.shapes and (given := [o for o in shape_options if getattr(args, o) != p.get_default(o)]):
+        p.error(f"--shapes {args.shapes} sets the shapes; drop --{', --'.join(o.replace('_', '-') for o in given)}")
+    guard_names = [g for g in args.guards.split(",") if g]
+    if unknown := sorted(set(guard_names) - {"replay", "kl"}):
+        p.error(f"--guards: unknown {unknown}; use replay, kl")
+    if guard_names and not args.text_only_ratio:
+        p.error("--guards train on text-only rows: give --text-only-ratio > 0")
 
     if args.shapes:
         shape = LLMS[args.shapes]
@@ -149,19 +180,31 @@ def main() -> None:
                      intermediate=args.intermediate, vocab=args.vocab, rope_theta=10000.0)
         vision_name, image_size, vision_kwargs = args.vision, args.image_size, {}
     name = args.shapes or f"{args.hidden}x{args.layers}"
-    llm_dir = write_llm_config(Path(args.workdir) / f"llm_{name}", shape)
+    llm_dir = Path(args.workdir) / f"llm_{name}"
+    # Lightning's DDP launcher re-runs this script in each child after rank 0 reached fit: only the first process
+    # writes (concurrent writers would delete each other's temporary directories); under torchrun, wait for it
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        write_llm_config(llm_dir, shape)
+    else:
+        wait_for_config(llm_dir, shape)
     torch.manual_seed(0)
     # FSDP flattens each decoder layer's weights into one tensor of one dtype: frozen base and fp32 adapters must
     # agree there, so FSDP keeps fp32 weights (sharded) and computes in bf16 under autocast
     dtype = "bfloat16" if args.accelerator == "gpu" and args.strategy != "fsdp" else "float32"
-    vision = TimmVisionTower(vision_name, feature_layer=-2, dtype=dtype, image_size=image_size, **vision_kwargs)
-    # random weights, no files: DDP broadcasts rank 0's at setup; under FSDP the ranks' values differ, which
-    # changes no timing
-    llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True)
-    vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
-                              llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05))
-    module = VLMModule(vlm, lr=LearningRates(projector=1e-4, llm=1e-4),
+    # random weights (every rank seeds 0, so the ranks build the same), no files; on the rank's GPU: a 7B model
+    # initialised on the CPU in every rank would take minutes
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if args.accelerator == "gpu" else "cpu"
+    with torch.device(device):
+        vision = TimmVisionTower(vision_name, feature_layer=-2, dtype=dtype, image_size=image_size, **vision_kwargs)
+        llm = LLMTower(str(llm_dir), dtype=dtype, random_weights=True)
+        vlm = VisionLanguageModel(vision, llm, projector=MLPProjector, pack_sequences=args.pack,
+                                  llm_adapter=AdapterSpec("lora", r=args.lora_r, alpha=2 * args.lora_r,
+                                                          dropout=args.lora_dropout))
+    guards = [{"replay": Replay, "kl": KLToBase}[g]() for g in guard_names]
+    module = VLMModule(vlm, lr=LearningRates(projector=1e-4, llm=1e-4), guards=guards,
                        gradient_checkpointing=args.gradient_checkpointing, compile_llm_layers=args.compile)
+    llm_params = sum(p.numel() for p in llm.parameters())  # before FSDP shards them
+    trainable = sum(r.trainable for r in vlm.trainability())
     data = SyntheticBatches(args.batch, args.text_len, vlm.num_image_tokens, llm.image_token_id,
                             llm.image_token_id + 1, shape["vocab"], vision.image_size, seed=0, lengths=args.text,
                             sigma=args.sigma, text_only_ratio=args.text_only_ratio)
@@ -188,15 +231,14 @@ def main() -> None:
         torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
     if trainer.is_global_zero:
         step = statistics.median(timer.times)
-        tokens = statistics.median(timer.tokens)
+        tokens_per_s = statistics.median(n / t for n, t in zip(timer.tokens, timer.times))  # as train_throughput
         result = {"strategy": args.strategy, "devices": args.devices, "batch_per_device": args.batch,
                   "shapes": name, "text": args.text, "text_len": args.text_len, "sigma": args.sigma,
                   "text_only_ratio": args.text_only_ratio, "pack": args.pack, "compile": args.compile,
                   "gradient_checkpointing": args.gradient_checkpointing, "image_tokens": vlm.num_image_tokens,
-                  "step_s": step,
-                  "tokens_per_s": tokens / step, "tokens_per_s_per_gpu": tokens / step / args.devices,
-                  "peak_gib": float(peak), "llm_params": sum(p.numel() for p in llm.parameters()),
-                  "trainable": sum(r.trainable for r in vlm.trainability())}
+                  "guards": guard_names, "lora_dropout": args.lora_dropout, "step_s": step,
+                  "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / args.devices,
+                  "peak_gib": float(peak), "llm_params": llm_params, "trainable": trainable}
         print("| strategy | GPUs | rows/GPU | tokens/s | tokens/s/GPU | step s | peak GiB |")
         print(f"| {args.strategy} | {args.devices} | {args.batch} | {result['tokens_per_s']:.0f} | "
               f"{result['tokens_per_s_per_gpu']:.0f} | {step:.3f} | {result['peak_gib']:.1f} |")
