@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -41,22 +40,19 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, IterableDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_throughput beside this file, also under -m
-from train_throughput import LLMS, VISIONS, write_llm_config  # noqa: E402  (the same presets)
+from train_throughput import LLMS, VISIONS, draw_batch, write_llm_config  # noqa: E402  (the same presets)
 
 from mmpeft.adapters import AdapterSpec  # noqa: E402
 from mmpeft.guards import KLToBase, Replay  # noqa: E402
 from mmpeft.module import LearningRates, VLMModule  # noqa: E402
 from mmpeft.projectors import MLPProjector  # noqa: E402
 from mmpeft.towers import LLMTower, TimmVisionTower  # noqa: E402
-from mmpeft.types import IGNORE_INDEX  # noqa: E402
 from mmpeft.vlm import VisionLanguageModel  # noqa: E402
 
 
 class SyntheticBatches(IterableDataset):
-    """Endless right-padded batches (``mmpeft.types.Batch``), different on every rank. Each row: with probability
-    ``1 - text_only_ratio`` one image (``num_image_tokens`` placeholders) then its text, else text only; text
-    lengths ``text_len`` (``lengths="fixed"``) or lognormal with median ``text_len`` and ``sigma``, clamped to
-    [16, 1536]; every text token supervised."""
+    """Endless batches of ``train_throughput.draw_batch`` (mixed image and text-only rows, fixed or lognormal text
+    lengths), different on every rank and loader worker."""
 
     def __init__(self, batch: int, text_len: int, num_image_tokens: int, image_token_id: int, vocab_low: int,
                  vocab_high: int, image_size: tuple[int, int], seed: int, lengths: str = "fixed",
@@ -71,27 +67,8 @@ class SyntheticBatches(IterableDataset):
         worker = torch.utils.data.get_worker_info()  # each loader worker its own stream, or batches repeat
         g = torch.Generator().manual_seed(self.seed + 1000 * rank + (worker.id if worker else 0))
         while True:
-            if self.lengths == "fixed":
-                lengths = [self.text_len] * self.batch
-            else:
-                draw = torch.randn(self.batch, generator=g) * self.sigma + math.log(self.text_len)
-                lengths = draw.exp().round().clamp(16, 1536).long().tolist()
-            has_image = torch.rand(self.batch, generator=g) >= self.text_only_ratio
-            width = max(self.m * int(has_image[i]) + n for i, n in enumerate(lengths))
-            ids = torch.zeros(self.batch, width, dtype=torch.long)
-            mask = torch.zeros(self.batch, width, dtype=torch.long)
-            labels = torch.full((self.batch, width), IGNORE_INDEX, dtype=torch.long)
-            for i, n_text in enumerate(lengths):
-                m = self.m if has_image[i] else 0
-                text = torch.randint(self.low, self.high, (n_text,), generator=g)
-                ids[i, :m] = self.image_token_id
-                ids[i, m : m + n_text] = text
-                mask[i, : m + n_text] = 1
-                labels[i, m : m + n_text] = text
-            n_images = int(has_image.sum())
-            yield {"input_ids": ids, "attention_mask": mask, "labels": labels,
-                   "pixel_values": torch.randn(n_images, 3, *self.image_size, generator=g) if n_images else None,
-                   "has_image": has_image, "num_images": has_image.long()}
+            yield draw_batch(g, self.batch, self.m, self.image_size, self.lengths, self.text_len, self.sigma,
+                             self.low, self.high, self.image_token_id, self.text_only_ratio)
 
 
 class StepTimer(Callback):

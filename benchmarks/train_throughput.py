@@ -106,32 +106,44 @@ def write_llm_config(directory: Path, shape: dict) -> Path:
     return directory
 
 
+def draw_batch(g: torch.Generator, batch: int, image_tokens: int, image_size: tuple[int, int], mode: str,
+               text_len: int, sigma: float, vocab_low: int, vocab_high: int, image_token_id: int = IMAGE_TOKEN_ID,
+               text_only_ratio: float = 0.0) -> dict:
+    """One right-padded batch (``mmpeft.types.Batch``) drawn from ``g``: per row one image (``image_tokens``
+    placeholders) then its text, or, with probability ``text_only_ratio``, text only; text lengths ``text_len``
+    (``mode="fixed"``) or lognormal with median ``text_len`` and ``sigma``, clamped to [16, 1536]; every text token
+    supervised, token ids in [vocab_low, vocab_high)."""
+    if mode == "fixed":
+        lengths = [text_len] * batch
+    else:
+        draw = torch.randn(batch, generator=g) * sigma + math.log(text_len)
+        lengths = draw.exp().round().clamp(16, 1536).long().tolist()
+    # no draw without text-only rows: the image-only batches stay those of earlier measurements
+    has_image = (torch.rand(batch, generator=g) >= text_only_ratio if text_only_ratio > 0
+                 else torch.ones(batch, dtype=torch.bool))
+    starts = [image_tokens if has_image[i] else 0 for i in range(batch)]
+    width = max(m + n for m, n in zip(starts, lengths))
+    ids = torch.zeros(batch, width, dtype=torch.long)  # pad id 0
+    mask = torch.zeros(batch, width, dtype=torch.long)
+    labels = torch.full((batch, width), -100, dtype=torch.long)
+    for i, (m, n_text) in enumerate(zip(starts, lengths)):
+        text = torch.randint(vocab_low, vocab_high, (n_text,), generator=g)
+        ids[i, :m] = image_token_id
+        ids[i, m : m + n_text] = text
+        mask[i, : m + n_text] = 1
+        labels[i, m : m + n_text] = text
+    n_images = int(has_image.sum())
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+            "pixel_values": torch.randn(n_images, 3, *image_size, generator=g) if n_images else None,
+            "has_image": has_image, "num_images": has_image.long()}
+
+
 def make_batches(n: int, batch: int, image_tokens: int, image_size: int, mode: str, text_len: int, sigma: float,
                  vocab: int, seed: int) -> list[dict]:
     """``n`` right-padded batches, identical for both systems: one image per row, then its text (supervised)."""
     g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        if mode == "fixed":
-            lengths = [text_len] * batch
-        else:
-            draw = torch.randn(batch, generator=g) * sigma + math.log(text_len)
-            lengths = draw.exp().round().clamp(16, 1536).long().tolist()
-        width = image_tokens + max(lengths)
-        ids = torch.zeros(batch, width, dtype=torch.long)  # pad id 0
-        mask = torch.zeros(batch, width, dtype=torch.long)
-        labels = torch.full((batch, width), -100, dtype=torch.long)
-        for i, n_text in enumerate(lengths):
-            text = torch.randint(IMAGE_TOKEN_ID + 1, vocab, (n_text,), generator=g)
-            ids[i, :image_tokens] = IMAGE_TOKEN_ID
-            ids[i, image_tokens : image_tokens + n_text] = text
-            mask[i, : image_tokens + n_text] = 1
-            labels[i, image_tokens : image_tokens + n_text] = text
-        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels,
-                    "pixel_values": torch.randn(batch, 3, image_size, image_size, generator=g),
-                    "has_image": torch.ones(batch, dtype=torch.bool),
-                    "num_images": torch.ones(batch, dtype=torch.long)})
-    return out
+    return [draw_batch(g, batch, image_tokens, (image_size, image_size), mode, text_len, sigma, IMAGE_TOKEN_ID + 1,
+                       vocab) for _ in range(n)]
 
 
 def useful_flops(batch: dict, n_llm: int, n_vision: int, layers: int, hidden: int, image_tokens: int) -> float:
