@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,6 @@ import torch
 from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
-from torch import nn
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
@@ -42,6 +38,7 @@ from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_c
 from mmpeft.stage_init import init_from_checkpoint
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
+from mmpeft.training_mode import drop_warning_filter, train_before_lightning_checks
 from mmpeft.types import IGNORE_INDEX, Batch, check_batch
 from mmpeft.vlm import VisionLanguageModel
 
@@ -135,37 +132,12 @@ class VLMModule(L.LightningModule):
         # Towers are built in eval mode (frozen) and Lightning keeps every module's mode as it finds it; adapter
         # dropout and activation checkpointing only act in training mode. Frozen BatchNorm stays in eval mode
         # (VisionTower.train), and frozen bases have no dropout of their own.
-        self._drop_eval_mode_filter()
+        drop_warning_filter(self.__dict__.pop("_eval_mode_filter", None))
         self.vlm.train()
-
-    def _train_mode_before_lightning_checks(self) -> None:
-        """Training mode before the fit loop starts: Lightning warns about every module still in eval mode at that
-        point, before ``on_train_start``. What stays in eval mode is the frozen BatchNorm of the base
-        (``VisionTower.train``), on purpose: then its warning (with exactly that module count) is filtered until
-        ``on_train_start`` and this log says why; anything else in eval mode keeps Lightning's warning. (A fit that
-        fails between the two hooks leaves the count-specific filter in place.)"""
-        self.vlm.train()
-        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training]
-        in_norms = {id(sub) for norm in norms for sub in norm.modules()}  # timm's BatchNormAct2d holds its act
-        still_eval = [m for m in self.modules() if not m.training]
-        if still_eval and all(id(m) in in_norms for m in still_eval):
-            warnings.filterwarnings(
-                "ignore", message=rf"Found {len(still_eval)} module\(s\) in eval mode at the start of training",
-                category=PossibleUserWarning)
-            self._eval_mode_filter = warnings.filters[0]
-            if rank_zero_only.rank == 0:
-                log.info("%d frozen BatchNorm layers stay in eval mode (their running statistics belong to the base)",
-                         len(norms))
-
-    def _drop_eval_mode_filter(self) -> None:
-        """Remove the filter ``_train_mode_before_lightning_checks`` added: the process's later fits warn again."""
-        added = self.__dict__.pop("_eval_mode_filter", None)
-        if added is not None and added in warnings.filters:
-            warnings.filters.remove(added)
-            getattr(warnings, "_filters_mutated", lambda: None)()  # CPython: invalidate cached warning decisions
 
     def on_fit_start(self) -> None:
-        self._train_mode_before_lightning_checks()
+        # training mode before Lightning checks the modules' modes (mmpeft.training_mode)
+        self._eval_mode_filter = train_before_lightning_checks(self, self.vlm)
         datamodule = getattr(self.trainer, "datamodule", None)
         text_ratio = getattr(datamodule, "text_ratio", None)
         has_text = datamodule.has_text_rows() if hasattr(datamodule, "has_text_rows") else None

@@ -33,7 +33,7 @@ def test_frozen_batchnorm_only_gives_a_log_line_not_the_warning(tiny, caplog):
     vlm = build_vlm(tiny, vision="timm_cnn", llm_spec=AdapterSpec("lora", r=2, alpha=4, dropout=0.1))
     module = VLMModule(vlm)
     assert not vlm.llm.training, "towers are built in eval mode"
-    with caplog.at_level(logging.INFO, logger="mmpeft.module"), warnings.catch_warnings(record=True) as caught:
+    with caplog.at_level(logging.INFO, logger="mmpeft.training_mode"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert fit_once(module, caught) == []
     assert "frozen BatchNorm layers stay in eval mode" in caplog.text
