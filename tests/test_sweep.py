@@ -335,6 +335,12 @@ def test_what_a_restart_does_with_each_run(tmp_path):
         ({"status": "done", "fit_args": other}, True, None, "changed"),
         ({"status": "started", "fit_args": other}, True, None, "changed"),  # its checkpoint is of other options
         ({"status": "failed", "failed_step": "fit", "fit_args": other}, False, None, "fit"),  # nothing to mix
+        # trained, but the checkpoint the eval reads is gone (runs copied without checkpoints): train again
+        ({"status": "trained", "fit_args": run.fit_args}, False, eval_args, "fit"),
+        ({"status": "failed", "failed_step": "eval", "fit_args": run.fit_args}, False, eval_args, "fit"),
+        ({"status": "done", "fit_args": run.fit_args, "eval_args": None}, False, eval_args, "fit"),
+        ({"status": "done", "fit_args": run.fit_args, "eval_args": eval_args}, False, eval_args, "done"),
+        ({"status": "trained", "fit_args": run.fit_args}, False, None, "eval"),  # nothing to evaluate: close it
     ]
     for i, (record, checkpoint, evaluation, state) in enumerate(cases):
         run_dir = tmp_path / str(i)

@@ -19,10 +19,11 @@ sweep process, or in a submitit job). In the run directory it writes:
 What a restart does with each run (``run_state``): ``done`` with the same commands is skipped; a run whose fit
 finished reruns only the eval (a sweep given an eval section later, or a changed one, evaluates its trained runs);
 otherwise fit runs again, with ``--ckpt_path <run>/checkpoints/last.ckpt`` when that checkpoint exists (mmpeft
-resumes exactly). A run trained (or checkpointed) with fit options other than the sweep file's is refused
-(``changed_runs``): its directory holds another experiment; one that failed before any checkpoint starts over
-with the new options. Each run holds a lock (``.sweep.lock``, ``filelock``) while it works, so two sweep
-processes on one sweep never run the same run: the second skips it (``held``).
+resumes exactly). A run whose fit finished but whose checkpoint is gone (copied without it) trains again, since
+its eval would have nothing to read. A run trained (or checkpointed) with fit options other than the sweep
+file's is refused (``changed_runs``): its directory holds another experiment; one that failed before any
+checkpoint starts over with the new options. Each run holds a lock (``.sweep.lock``, ``filelock``) while it
+works, so two sweep processes on one sweep never run the same run: the second skips it (``held``).
 
 ``done`` records from before an eval was added keep ``eval_args: null`` until the sweep is run again.
 """
@@ -108,7 +109,9 @@ def run_state(run: RunSpec, record: dict[str, Any] | None, run_dir: Path) -> str
     if trained:
         if status == "done" and (run.eval_args is None or record.get("eval_args") == run.eval_args):
             return "done"
-        return "eval"
+        # the eval reads the run's checkpoint: a run copied without it (finished runs shipped without their
+        # checkpoints) or whose checkpoint was deleted has nothing to evaluate, so it trains again
+        return "eval" if checkpoint or run.eval_args is None else "fit"
     if checkpoint:
         return "resume"
     return "fit" if record is not None else "new"
