@@ -1,23 +1,25 @@
 """Does an N-process data-parallel run train like one process with N times the batch? (issue 19, item 2)
 
-Three fits of the embedded real towers (SmolLM2-135M-Instruct + EfficientNet-Lite0, the demo's data and LoRA
-recipe) with replay and the KL guard, through the ``mmpeft`` CLI:
+Fits of the embedded real towers (SmolLM2-135M-Instruct + EfficientNet-Lite0, the demo's data and LoRA recipe)
+with replay and the KL guard, through the ``mmpeft`` CLI, for each seed 0 .. S-1:
 
-- ``ddp``: N processes (DDP; gloo on the CPU, NCCL on GPUs) at B rows per rank, seed 0;
-- ``single``: one process at N x B rows, seed 0;
-- ``single_seed1``: the same, seed 1: another data order and initialisation, the scale of run-to-run noise.
+- ``ddp_seedK``: N processes (DDP; gloo on the CPU, NCCL on GPUs) at B rows per rank;
+- ``single_seedK``: one process at N x B rows (the same global batch, the same initial weights).
 
 Data parallelism reads other rows in another order than one process does, so the curves cannot be identical;
-they agree "within noise" when the DDP run differs from ``single`` by about as much as ``single_seed1`` does.
-Printed: the smoothed training-loss curves' relative differences (largest over the run, mean of the last
-quarter), how many of rank 0's batches held no image row (the run finished: no rank hung on them), and the
-evaluation of each run's last checkpoint, loaded in one process. ``train/loss`` under DDP is the global batch's
-(``VLMModule`` logs the mean of the ranks' shares).
+they agree "within noise" when the differences between the two arms are of the size of the differences between
+seeds. Each run's final training loss is the mean of its raw ``train/loss`` over the last quarter of the steps
+(under DDP the global batch's: ``VLMModule`` logs the mean of the ranks' shares); per arm: the mean over seeds and
+its 95% t interval; DDP minus single: the mean of the per-seed (paired) differences and its 95% t interval, for
+the final loss, VQA and the text perplexity change. Also printed: the smoothed curves' largest relative difference
+per seed pair next to that between single runs of different seeds, and how many rank batches held no image row
+(the runs finished: no rank hung on them). Every run's last checkpoint is evaluated in one process.
 
-    python benchmarks/ddp_agreement.py --accelerator cpu --devices 2 --batch 4 --steps 60      # 2 CPU processes
-    python benchmarks/ddp_agreement.py --accelerator gpu --devices 2 --batch 8 --steps 200     # 2 GPUs
+    python benchmarks/ddp_agreement.py --accelerator cpu --devices 2 --batch 4 --steps 200 --seeds 3   # 2 CPU procs
+    python benchmarks/ddp_agreement.py --accelerator gpu --devices 2 --batch 8 --steps 200 --seeds 3   # 2 GPUs
 
-Writes ``<workdir>/ddp_agreement.json``; each run is an ordinary run directory under ``<workdir>``.
+Writes ``<workdir>/ddp_agreement.json``; each run is an ordinary run directory under ``<workdir>`` (finished fits
+and evals are kept, so an interrupted call resumes).
 """
 
 from __future__ import annotations
@@ -106,6 +108,37 @@ def scores(run_dir: Path) -> dict:
     return flat
 
 
+def interval(values) -> tuple[float, float]:
+    """``(mean, half-width of the 95% t interval)`` of ``values`` across seeds (nan half-width for one value)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    return float(values.mean()), float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def final_loss(loss: np.ndarray) -> float:
+    """Mean raw training loss over the last quarter of the steps."""
+    return float(np.mean(loss[-max(1, len(loss) // 4):]))
+
+
+def perplexity_change(flat: dict) -> float:
+    """Held-out pydoc perplexity of the adapted LLM relative to its base, in percent."""
+    return 100.0 * (flat["ppl_pydoc_heldout/adapted/perplexity"] / flat["ppl_pydoc_heldout/base/perplexity"] - 1.0)
+
+
+def summary(per_run: dict[str, dict[str, float]], seeds: list[int]) -> dict:
+    """Per arm mean ± half-width and the paired DDP - single difference of every per-run measure."""
+    out = {}
+    for measure in next(iter(per_run.values())):
+        ddp = [per_run[f"ddp_seed{k}"][measure] for k in seeds]
+        single = [per_run[f"single_seed{k}"][measure] for k in seeds]
+        out[measure] = {"ddp": interval(ddp), "single": interval(single),
+                        "ddp_minus_single": interval(np.subtract(ddp, single))}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
@@ -115,11 +148,15 @@ def main() -> None:
     p.add_argument("--text-ratio", type=float, default=0.25, help="share of text-only replay rows")
     p.add_argument("--eval-config", default="docs/studies/eval_cpu.yaml")
     p.add_argument("--workdir", default="runs/ddp_agreement")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0 .. S-1 of each arm (at least 2 for intervals)")
     args = p.parse_args()
     work = (ROOT / args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    plan = {"ddp": (0, args.batch, args.devices), "single": (0, args.batch * args.devices, 1),
-            "single_seed1": (1, args.batch * args.devices, 1)}
+    seeds = list(range(args.seeds))
+    plan = {}
+    for seed in seeds:
+        plan[f"ddp_seed{seed}"] = (seed, args.batch, args.devices)
+        plan[f"single_seed{seed}"] = (seed, args.batch * args.devices, 1)
     threads = max(1, (os.cpu_count() or 1) // args.devices) if args.accelerator == "cpu" else 4
     seconds = {}
     for name, (seed, batch, devices) in plan.items():
@@ -127,40 +164,44 @@ def main() -> None:
         if not (run_dir / "checkpoints" / "last.ckpt").exists():
             seconds[name] = run(fit_command(args, run_dir, seed, batch, devices), work / f"{name}.fit.log",
                                 threads if devices > 1 else max(1, os.cpu_count() or 1))
-        if not (run_dir / "eval" / "results.json").exists():
+        if not (run_dir / "eval" / "last.json").exists():  # mmpeft eval writes eval/<checkpoint>.json
             run(eval_command(args, run_dir), work / f"{name}.eval.log", os.cpu_count() or 1)
     curves = {name: metrics(work / name) for name in plan}
     for name, (loss, _) in curves.items():
         if len(loss) != args.steps:
             sys.exit(f"{work / name / 'metrics.csv'}: {len(loss)} logged training steps, expected {args.steps}")
+    run_scores = {name: scores(work / name) for name in plan}
+    per_run = {name: {"final_loss": final_loss(curves[name][0]), "vqa_overall": run_scores[name]["vqa/overall"],
+                      "ppl_change_pct": perplexity_change(run_scores[name])} for name in plan}
     report = {
         "args": vars(args),
         "fit_seconds": seconds,
-        "ddp_vs_single": relative_difference(curves["ddp"][0], curves["single"][0]),
-        "single_seed1_vs_single": relative_difference(curves["single_seed1"][0], curves["single"][0]),
         "steps": args.steps,
-        "final_loss_smoothed": {name: float(smooth(loss)[-1]) for name, (loss, _) in curves.items()},
+        "per_run": per_run,
+        "summary": summary(per_run, seeds),
+        "ddp_vs_single_same_seed": {k: relative_difference(curves[f"ddp_seed{k}"][0], curves[f"single_seed{k}"][0])
+                                    for k in seeds},
+        "single_vs_single_seed0": {k: relative_difference(curves[f"single_seed{k}"][0], curves["single_seed0"][0])
+                                   for k in seeds[1:]},
         # rank batches without an image row (each rank still runs its vision tower then, so no collective waits)
         "image_free_rank_batches": {name: int(round(float(np.sum(free)) * plan[name][2]))
                                     for name, (_, free) in curves.items()},
-        "scores": {name: scores(work / name) for name in plan},
+        "scores": run_scores,
     }
     (work / "ddp_agreement.json").write_text(json.dumps(report, indent=2) + "\n")
-    a, b = report["ddp_vs_single"], report["single_seed1_vs_single"]
     print(f"\n{args.devices} x {args.batch} rows (DDP, {args.accelerator}) against 1 x {args.devices * args.batch}, "
-          f"{args.steps} steps, replay + KL, text-only share {args.text_ratio}")
-    print("| comparison | largest smoothed relative loss difference | mean over the last quarter |")
-    print("| --- | ---: | ---: |")
-    print(f"| ddp vs single (seed 0) | {100 * a['max_abs']:.1f}% | {100 * a['last_quarter']:+.1f}% |")
-    print(f"| single seed 1 vs single seed 0 (noise scale) | {100 * b['max_abs']:.1f}% | "
-          f"{100 * b['last_quarter']:+.1f}% |")
+          f"{args.steps} steps, replay + KL, text-only share {args.text_ratio}, seeds {seeds}")
+    print("| measure | DDP | single | DDP - single (paired by seed) |")
+    print("| --- | ---: | ---: | ---: |")
+    for measure, row in report["summary"].items():
+        print(f"| {measure} | " + " | ".join(f"{m:.3f} ± {h:.3f}" for m, h in
+                                             (row["ddp"], row["single"], row["ddp_minus_single"])) + " |")
+    print("\nlargest smoothed relative loss difference: DDP vs single, same seed: "
+          + ", ".join(f"seed {k} {100 * v['max_abs']:.1f}%" for k, v in report["ddp_vs_single_same_seed"].items())
+          + "; single seed k vs seed 0: "
+          + ", ".join(f"seed {k} {100 * v['max_abs']:.1f}%" for k, v in report["single_vs_single_seed0"].items()))
     print("image-free rank batches: " + ", ".join(f"{n} {v}" for n, v in report["image_free_rank_batches"].items())
           + f" (of {args.steps} steps x ranks); every run finished")
-    keys = sorted(set().union(*(s.keys() for s in report["scores"].values())))
-    print("\n| metric | " + " | ".join(plan) + " |")
-    print("| --- |" + " ---: |" * len(plan))
-    for key in keys:
-        print(f"| {key} | " + " | ".join(f"{report['scores'][n].get(key, float('nan')):.2f}" for n in plan) + " |")
     print(f"\nwrote {work / 'ddp_agreement.json'}")
 
 

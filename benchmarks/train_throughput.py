@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from profile_compare import compare, load, write_kernels  # beside this script
 
 IMAGE_TOKEN_ID = 6  # "<image>" in the tokenizer save_tiny_llm writes (shared by both systems' batches)
 
@@ -187,12 +188,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+PROFILED: list[str] = []  # file stems of the profiles saved by this process, in the order of --systems
+
+
 class StepProfile:
     """``--profile DIR``: torch.profiler over two timed steps of each system; ``DIR/<system>.txt`` gets the top
-    operators by device time (where a step's time goes, to compare the systems kernel by kernel)."""
+    operators by device time, ``DIR/<system>.kernels.json`` every kernel's (``profile_compare.py`` compares the
+    systems by category and kernel; ``main`` prints that comparison after the rows)."""
 
     def __init__(self, directory: str | None, warmup: int, device: str):
-        self.directory, self.profiler = directory, None
+        self.directory, self.profiler, self.device = directory, None, device
         if directory:
             from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -214,8 +219,13 @@ class StepProfile:
             return
         self.profiler.__exit__(None, None, None)
         Path(self.directory).mkdir(parents=True, exist_ok=True)
-        table = self.profiler.key_averages().table(sort_by=self.sort, row_limit=40, max_name_column_width=70)
-        (Path(self.directory) / f"{system.replace(' ', '_').replace(':', '-')}.txt").write_text(table)
+        events = self.profiler.key_averages()
+        stem = Path(self.directory) / system.replace(" ", "_").replace(":", "-")
+        stem.with_name(stem.name + ".txt").write_text(events.table(sort_by=self.sort, row_limit=40,
+                                                                   max_name_column_width=70))
+        # every kernel's time, for profile_compare.py (which prints where two systems' steps differ)
+        write_kernels(stem.with_name(stem.name + ".kernels.json"), events, self.device, steps=2)
+        PROFILED.append(stem.name)
 
 
 # ---------------------------------------------------------------- the peer
@@ -482,6 +492,10 @@ def main() -> None:
             print(f"ratio {r.system} / fastest peer ({fastest.system}): tokens/s "
                   f"{r.tokens_per_s / fastest.tokens_per_s:.2f}x, peak memory {r.peak_gib / fastest.peak_gib:.2f}x"
                   + (f"; peak memory vs {memory}" if memory else ""))
+    if args.profile and len(results) > 1:
+        print("\nwhere the step time goes (profile_compare.py, two profiled steps):")
+        print(compare(load(Path(args.profile), PROFILED)))
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,61 @@
+"""``benchmarks/profile_compare.py``: kernels grouped by category, systems compared per step (issue 17's question:
+where does mmpeft's fixed-length step lose time to the compiled peer's)."""
+
+import importlib
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("profile_compare", None)
+    return importlib.import_module("profile_compare")
+
+
+@pytest.mark.parametrize("kernel, expected", [
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("nvjet_tst_192x192_64x4_1x2_h_bz_coopA_NTN", "matmul"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128>>", "attention"),
+    ("triton_poi_fused__to_copy_add_mul_native_dropout_0", "compiled (Triton)"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<c10::BFloat16>>", "eager "
+     "elementwise / reductions"),
+    ("Memcpy DtoD (Device -> Device)", "copies"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "communication"),
+    ("some_unknown_kernel", "other"),
+])
+def test_kernel_categories(script, kernel, expected):
+    assert script.category(kernel) == expected
+
+
+def test_kernel_table_keeps_device_kernels_on_a_gpu(script):
+    events = [SimpleNamespace(key="aten::mm", device_type="DeviceType.CPU", self_device_time_total=0.0,
+                              self_cpu_time_total=50.0, count=4),
+              SimpleNamespace(key="sm90_xmma_gemm", device_type="DeviceType.CUDA", self_device_time_total=900.0,
+                              self_cpu_time_total=0.0, count=4),
+              SimpleNamespace(key="ProfilerStep*", device_type="DeviceType.CPU", self_device_time_total=0.0,
+                              self_cpu_time_total=7.0, count=2)]
+    assert script.kernel_table(events, "cuda") == {"sm90_xmma_gemm": [900.0, 4]}
+    assert script.kernel_table(events, "cpu") == {"aten::mm": [50.0, 4]}  # the profiler's own range left out
+
+
+def test_compare_gives_per_step_milliseconds_and_differences(script):
+    peer = {"steps": 2, "kernels": {"gemm_a": [4000.0, 8], "flash_fwd": [1000.0, 2]}}
+    ours = {"steps": 2, "kernels": {"gemm_a": [3000.0, 8], "flash_fwd": [1600.0, 2], "triton_poi_x": [400.0, 2]}}
+    text = script.compare({"peer": peer, "mmpeft": ours})
+    assert "| attention | 0.5 | 0.8 | +0.3 |" in text
+    assert "| matmul | 2.0 | 1.5 | -0.5 |" in text
+    assert "| compiled (Triton) | 0.0 | 0.2 | +0.2 |" in text
+    assert "| total | 2.5 | 2.5 | +0.0 |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert rows[0].startswith("| `gemm_a` | matmul | -0.50")  # largest absolute difference first
+
+
+def test_missing_profiles_are_one_clear_error(script, tmp_path):
+    with pytest.raises(SystemExit, match=r"no kernel table .*peer\+compile.kernels.json.*--profile DIR"):
+        script.load(tmp_path, ["peer+compile"])
