@@ -189,21 +189,25 @@ def sync(device: str) -> None:
 
 
 PROFILED: list[str] = []  # file stems of the profiles saved by this process, in the order of --systems
+PROFILED_STEPS = 2  # recorded after the timed steps, behind one profiler warm-up step
 
 
 class StepProfile:
-    """``--profile DIR``: torch.profiler over two timed steps of each system; ``DIR/<system>.txt`` gets the top
-    operators by device time, ``DIR/<system>.kernels.json`` every kernel's (``profile_compare.py`` compares the
-    systems by category and kernel; ``main`` prints that comparison after the rows)."""
+    """``--profile DIR``: torch.profiler over two steps of each system after its timed ones; ``DIR/<system>.txt``
+    gets the top operators by device time, ``DIR/<system>.kernels.json`` every kernel's (``profile_compare.py``
+    compares the systems by category and kernel; ``main`` prints that comparison after the rows)."""
 
-    def __init__(self, directory: str | None, warmup: int, device: str):
+    def __init__(self, directory: str | None, unprofiled: int, device: str):
+        """``unprofiled``: the batches before the profiler's own warm-up step (every warm-up and timed batch: the
+        timed steps never run under the profiler); then 1 warm-up step and 2 recorded ones, once."""
         self.directory, self.profiler, self.device = directory, None, device
         if directory:
             from torch.profiler import ProfilerActivity, profile, schedule
 
             activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
             self.sort = "cuda_time_total" if device == "cuda" else "cpu_time_total"
-            self.profiler = profile(activities=activities, schedule=schedule(wait=warmup + 1, warmup=1, active=2))
+            self.profiler = profile(activities=activities,
+                                    schedule=schedule(wait=unprofiled, warmup=1, active=PROFILED_STEPS, repeat=1))
 
     def __enter__(self) -> StepProfile:
         if self.profiler is not None:
@@ -220,11 +224,12 @@ class StepProfile:
         self.profiler.__exit__(None, None, None)
         Path(self.directory).mkdir(parents=True, exist_ok=True)
         events = self.profiler.key_averages()
-        stem = Path(self.directory) / system.replace(" ", "_").replace(":", "-")
+        # file names in letters, digits, '.', '_' and '-' only (what the GPU machine's $OUT brings back)
+        stem = Path(self.directory) / system.replace(" ", "_").replace(":", "-").replace("+", "_")
         stem.with_name(stem.name + ".txt").write_text(events.table(sort_by=self.sort, row_limit=40,
                                                                    max_name_column_width=70))
         # every kernel's time, for profile_compare.py (which prints where two systems' steps differ)
-        write_kernels(stem.with_name(stem.name + ".kernels.json"), events, self.device, steps=2)
+        write_kernels(stem.with_name(stem.name + ".kernels.json"), events, self.device, steps=PROFILED_STEPS)
         PROFILED.append(stem.name)
 
 
@@ -305,7 +310,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
-    profile = StepProfile(args.profile, args.warmup, device).__enter__()
+    profile = StepProfile(args.profile, args.warmup + args.steps + 1, device).__enter__()
     start = time.perf_counter()
     for batch in batches:
         inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
@@ -370,7 +375,7 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], default_root_dir=args.workdir)
-    profile = StepProfile(args.profile, args.warmup, device).__enter__()
+    profile = StepProfile(args.profile, args.warmup + args.steps + 1, device).__enter__()
     start = time.perf_counter()
     loader = DataLoader(batches, batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
@@ -402,7 +407,8 @@ def main() -> None:
     p.add_argument("--systems", default="peer,mmpeft",
                    help=f"comma list of {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<fp8|nf4|int8>")
     p.add_argument("--profile", default=None, metavar="DIR",
-                   help="profile two timed steps of each system; DIR/<system>.txt: top operators by device time")
+                   help="profile two more steps of each system after the timed ones; DIR/<system>.txt: top "
+                   "operators by device time, DIR/<system>.kernels.json: every kernel's (compared after the rows)")
     p.add_argument("--quantize-vision", action="store_true", help="mmpeft:<q> rows quantise the vision tower too")
     p.add_argument("--memory-cap-gib", type=float, default=None,
                    help="cap this process's GPU memory (torch.cuda.set_per_process_memory_fraction)")
@@ -424,7 +430,9 @@ def main() -> None:
     vis = VISIONS[shape["vision"]]
     image_tokens = (vis["image"] // vis["patch"]) ** 2
     llm_dir = write_llm_config(Path(args.workdir) / f"llm-{args.shapes}", shape)
-    batches = make_batches(args.warmup + args.steps + 1, args.batch, image_tokens, vis["image"], args.text,
+    # with --profile, 1 + PROFILED_STEPS more batches after the timed ones, for the profiler alone
+    extra = 1 + PROFILED_STEPS if args.profile else 0
+    batches = make_batches(args.warmup + args.steps + 1 + extra, args.batch, image_tokens, vis["image"], args.text,
                            text_len, args.sigma, shape["vocab"], seed=0)
     peak_tflops = matmul_peak(args.device)
     n_llm = (shape["layers"] * (2 * shape["hidden"] ** 2 + 2 * shape["hidden"] * shape["hidden"] // shape["heads"]
@@ -433,7 +441,8 @@ def main() -> None:
     n_vision = vis["depth"] * (4 * vis["width"] ** 2 + 2 * vis["width"] * vis["mlp"])
     flops = [useful_flops(b, n_llm, n_vision, shape["layers"], shape["hidden"], image_tokens) for b in batches]
     tokens = [int(b["attention_mask"].sum()) for b in batches]
-    padded = sum(b["attention_mask"].numel() for b in batches) / sum(tokens)
+    measured = batches[: args.warmup + args.steps + 1]  # not the profiler's extra batches
+    padded = sum(b["attention_mask"].numel() for b in measured) / sum(tokens[: len(measured)])
     label = args.label or "mmpeft" + "".join(f" +{o}" for o, on in (("pack", args.pack), ("compile", args.compile))
                                              if on)
     results, failed = [], {}
@@ -454,7 +463,7 @@ def main() -> None:
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             print(f"{name}: not run: {failed[name]}")
             continue
-        timed = range(args.warmup, len(steps))  # step i ends batch i+1
+        timed = range(args.warmup, args.warmup + args.steps)  # step i ends batch i+1 (profiled ones follow)
         step_s = statistics.median(steps[i] for i in timed)
         tok_s = statistics.median(tokens[i + 1] / steps[i] for i in timed)
         tflops = statistics.median(flops[i + 1] / steps[i] for i in timed) / 1e12

@@ -27,6 +27,8 @@ def script(monkeypatch):
      "elementwise / reductions"),
     ("Memcpy DtoD (Device -> Device)", "copies"),
     ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "communication"),
+    ("triton_tem_fused_addmm_0", "matmul"),
+    ("void gemv2T_kernel_val<int, int, float, float, float, float, 128, 16, 4, 4, false>", "matmul"),
     ("some_unknown_kernel", "other"),
 ])
 def test_kernel_categories(script, kernel, expected):
@@ -39,7 +41,10 @@ def test_kernel_table_keeps_device_kernels_on_a_gpu(script):
               SimpleNamespace(key="sm90_xmma_gemm", device_type="DeviceType.CUDA", self_device_time_total=900.0,
                               self_cpu_time_total=0.0, count=4),
               SimpleNamespace(key="ProfilerStep*", device_type="DeviceType.CPU", self_device_time_total=0.0,
-                              self_cpu_time_total=7.0, count=2)]
+                              self_cpu_time_total=7.0, count=2),
+              # a record_function range on the GPU timeline (Lightning's optimizer step spans the whole step)
+              SimpleNamespace(key="Optimizer.step#AdamW.step", device_type="DeviceType.CUDA", is_user_annotation=True,
+                              self_device_time_total=5000.0, self_cpu_time_total=0.0, count=2)]
     assert script.kernel_table(events, "cuda") == {"sm90_xmma_gemm": [900.0, 4]}
     assert script.kernel_table(events, "cpu") == {"aten::mm": [50.0, 4]}  # the profiler's own range left out
 
@@ -52,6 +57,7 @@ def test_compare_gives_per_step_milliseconds_and_differences(script):
     assert "| matmul | 2.0 | 1.5 | -0.5 |" in text
     assert "| compiled (Triton) | 0.0 | 0.2 | +0.2 |" in text
     assert "| total | 2.5 | 2.5 | +0.0 |" in text
+    assert [line.startswith("| matmul |") for line in text.splitlines()].count(True) == 1  # two rules, one row
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert rows[0].startswith("| `gemm_a` | matmul | -0.50")  # largest absolute difference first
 

@@ -6,9 +6,9 @@ The sweep file (named cases, a grid of options, seeds, an optional eval): ``mmpe
 ``mmpeft report`` reads them.
 
 Run it again to continue: finished runs are skipped, a run killed midway resumes from its last checkpoint, a
-failed one is retried, an eval added to the file later runs on the trained runs. Two sweep processes on one sweep
-share the work (each run is locked while it runs). A failing run does not stop the others; ``mmpeft sweep`` lists the
-failures with their logs at the end and exits with code 1.
+failed one is retried, an eval added to the file later runs on the trained runs (those whose checkpoint is gone
+train again). Two sweep processes on one sweep share the work (each run is locked while it runs). A failing run
+does not stop the others; ``mmpeft sweep`` lists the failures with their logs at the end and exits with code 1.
 
 Executors: ``local`` (default: up to ``--jobs`` runs at a time on this machine, ``--gpus`` round-robin with
 ``--runs-per-gpu`` runs per GPU, the CPU threads split between the jobs), ``submitit-local`` (the same through
