@@ -214,6 +214,12 @@ class StepProfile:
             self.profiler.__enter__()
         return self
 
+    def __exit__(self, *exc) -> None:
+        """Stops a profiler that was not saved (the system raised): the next system starts its own."""
+        if self.profiler is not None:
+            self.profiler.__exit__(None, None, None)
+            self.profiler = None
+
     def step(self) -> None:
         if self.profiler is not None:
             self.profiler.step()
@@ -222,8 +228,9 @@ class StepProfile:
         if self.profiler is None:
             return
         self.profiler.__exit__(None, None, None)
+        profiler, self.profiler = self.profiler, None
         Path(self.directory).mkdir(parents=True, exist_ok=True)
-        events = self.profiler.key_averages()
+        events = profiler.key_averages()
         # file names in letters, digits, '.', '_' and '-' only (what the GPU machine's $OUT brings back)
         stem = Path(self.directory) / system.replace(" ", "_").replace(":", "-").replace("+", "_")
         stem.with_name(stem.name + ".txt").write_text(events.table(sort_by=self.sort, row_limit=40,
@@ -310,21 +317,21 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
-    profile = StepProfile(args.profile, args.warmup + args.steps + 1, device).__enter__()
-    start = time.perf_counter()
-    for batch in batches:
-        inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
-        inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = model(**inputs, use_cache=False).loss  # training: no KV cache (its per-layer state recompiles)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sync(device)
-        ends.append(time.perf_counter())
-        profile.step()
-    peak = peak_gib(device)
-    profile.save(variant)
+    with StepProfile(args.profile, args.warmup + args.steps + 1, device) as profile:
+        start = time.perf_counter()
+        for batch in batches:
+            inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss = model(**inputs, use_cache=False).loss  # training: no KV cache (its per-layer state recompiles)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(device)
+            ends.append(time.perf_counter())
+            profile.step()
+        peak = peak_gib(device)
+        profile.save(variant)
     del model, optimizer
     return [b - a for a, b in zip(ends[:-1], ends[1:])], ends[args.warmup] - start, peak
 
@@ -375,12 +382,12 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], default_root_dir=args.workdir)
-    profile = StepProfile(args.profile, args.warmup + args.steps + 1, device).__enter__()
-    start = time.perf_counter()
-    loader = DataLoader(batches, batch_size=None)
-    trainer.fit(module, train_dataloaders=loader)
-    peak = peak_gib(device)
-    profile.save(f"mmpeft-{quantize or 'bf16'}")
+    with StepProfile(args.profile, args.warmup + args.steps + 1, device) as profile:
+        start = time.perf_counter()
+        loader = DataLoader(batches, batch_size=None)
+        trainer.fit(module, train_dataloaders=loader)
+        peak = peak_gib(device)
+        profile.save(f"mmpeft-{quantize or 'bf16'}")
     del trainer, module, vlm
     return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], timer.ends[args.warmup] - start, peak
 

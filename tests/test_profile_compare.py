@@ -65,3 +65,23 @@ def test_compare_gives_per_step_milliseconds_and_differences(script):
 def test_missing_profiles_are_one_clear_error(script, tmp_path):
     with pytest.raises(SystemExit, match=r"no kernel table .*peer\+compile.kernels.json.*--profile DIR"):
         script.load(tmp_path, ["peer+compile"])
+
+
+def test_a_system_that_raises_leaves_no_profiler_running(tmp_path, monkeypatch):
+    """``train_throughput.py --profile``: a system that fails midway (out of memory, a missing kernel) must not
+    leave its profiler on, or the next system's cannot start and every later row is lost."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    sys.modules.pop("train_throughput", None)
+    bench = importlib.import_module("train_throughput")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with bench.StepProfile(str(tmp_path), 0, "cpu") as profile:
+            profile.step()
+            raise RuntimeError("CUDA out of memory")
+    with bench.StepProfile(str(tmp_path), 0, "cpu") as profile:
+        for _ in range(4):  # 1 profiler warm-up step, then the recorded ones
+            torch.ones(8, 8) @ torch.ones(8, 8)
+            profile.step()
+        profile.save("peer+compile")
+    assert (tmp_path / "peer_compile.kernels.json").is_file()
