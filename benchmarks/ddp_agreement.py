@@ -18,8 +18,9 @@ per seed pair next to that between single runs of different seeds, and how many 
     python benchmarks/ddp_agreement.py --accelerator cpu --devices 2 --batch 4 --steps 200 --seeds 3   # 2 CPU procs
     python benchmarks/ddp_agreement.py --accelerator gpu --devices 2 --batch 8 --steps 200 --seeds 3   # 2 GPUs
 
-Writes ``<workdir>/ddp_agreement.json``; each run is an ordinary run directory under ``<workdir>`` (finished fits
-and evals are kept, so an interrupted call resumes).
+The demo's data (``mmpeft demo``'s synthetic benchmark, replay corpus and probes) is written first where it is not
+in the cache yet. Writes ``<workdir>/ddp_agreement.json``; each run is an ordinary run directory under
+``<workdir>`` (finished fits and evals are kept, so an interrupted call resumes).
 """
 
 from __future__ import annotations
@@ -152,6 +153,11 @@ def main() -> None:
     args = p.parse_args()
     work = (ROOT / args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    # the runs read zoo:demo-data/...: write it as `mmpeft demo` does (reused when present)
+    from mmpeft import zoo
+    from mmpeft.apps.demo_data import prepare_data
+
+    prepare_data(zoo.cache_root() / "demo-data", quick=False, seed=0)
     seeds = list(range(args.seeds))
     plan = {}
     for seed in seeds:
