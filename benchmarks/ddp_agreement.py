@@ -110,13 +110,12 @@ def scores(run_dir: Path) -> dict:
 
 
 def interval(values) -> tuple[float, float]:
-    """``(mean, half-width of the 95% t interval)`` of ``values`` across seeds (nan half-width for one value)."""
-    from scipy import stats
+    """``(mean, half-width of the 95% t interval)`` of ``values`` across seeds, as ``mmpeft report`` computes it
+    (``seed_summary``); a nan half-width for one value."""
+    from mmpeft.eval.sweep_stats import seed_summary
 
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    summary = seed_summary([float(v) for v in values])
+    return summary["mean"], float("nan") if summary["half_width"] is None else summary["half_width"]
 
 
 def final_loss(loss: np.ndarray) -> float:

@@ -225,10 +225,10 @@ class StepProfile:
             self.profiler.step()
 
     def save(self, system: str) -> None:
-        if self.profiler is None:
+        profiler = self.profiler
+        if profiler is None:
             return
-        self.profiler.__exit__(None, None, None)
-        profiler, self.profiler = self.profiler, None
+        self.__exit__()
         Path(self.directory).mkdir(parents=True, exist_ok=True)
         events = profiler.key_averages()
         # file names in letters, digits, '.', '_' and '-' only (what the GPU machine's $OUT brings back)

@@ -137,7 +137,7 @@ class VLMModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         # training mode before Lightning checks the modules' modes (mmpeft.training_mode)
-        self._eval_mode_filter = train_before_lightning_checks(self, self.vlm)
+        self._eval_mode_filter = train_before_lightning_checks(self, self.vlm, log_here=self.global_rank == 0)
         datamodule = getattr(self.trainer, "datamodule", None)
         text_ratio = getattr(datamodule, "text_ratio", None)
         has_text = datamodule.has_text_rows() if hasattr(datamodule, "has_text_rows") else None

@@ -11,6 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import importlib  # noqa: E402
+import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -32,6 +34,22 @@ from mmpeft.vlm import VisionLanguageModel  # noqa: E402
 
 # two cores: one thread per xdist worker (make test runs two), both threads for a single process
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def benchmark_script(monkeypatch):
+    """``benchmark_script("name")``: ``benchmarks/name.py`` imported afresh, its folder on ``sys.path`` for this
+    test (the scripts import each other from beside them, e.g. train_throughput from profile_compare)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name: str):
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+
+    return load
 
 
 @dataclass

@@ -1,21 +1,14 @@
 """``benchmarks/ddp_agreement.py``'s statistics (issue 19, item 2): per-arm intervals across seeds and the DDP minus
 single differences paired by seed. The fits themselves are run by the script, not here."""
 
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    sys.modules.pop("ddp_agreement", None)
-    return importlib.import_module("ddp_agreement")
+def script(benchmark_script):
+    return benchmark_script("ddp_agreement")
 
 
 def test_interval_is_the_t_interval_across_seeds(script):

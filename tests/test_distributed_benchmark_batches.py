@@ -2,26 +2,20 @@
 ``mmpeft.types.Batch`` contract: text-only rows carry no image, ``pixel_values`` holds one image per image row, every
 real text token is supervised, and lengths vary. The throughput itself is measured by the script, not here."""
 
-import importlib
 import itertools
-import sys
-from pathlib import Path
 
+import pytest
 import torch
 
 from mmpeft.types import IGNORE_INDEX, check_batch
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+@pytest.fixture
+def script(benchmark_script):
+    return benchmark_script("distributed_throughput")  # which imports train_throughput beside it
 
 
-def load_script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports train_throughput beside it
-    sys.modules.pop("distributed_throughput", None)
-    return importlib.import_module("distributed_throughput")
-
-
-def test_mixed_variable_batches_keep_the_batch_contract(monkeypatch):
-    script = load_script(monkeypatch)
+def test_mixed_variable_batches_keep_the_batch_contract(script):
     image_tokens, image_id = 9, 6
     data = script.SyntheticBatches(batch=16, text_len=32, num_image_tokens=image_tokens, image_token_id=image_id,
                                    vocab_low=7, vocab_high=100, image_size=(8, 8), seed=0, lengths="variable",
@@ -51,8 +45,7 @@ def test_mixed_variable_batches_keep_the_batch_contract(monkeypatch):
     assert len(lengths) > 10 and min(lengths) >= 16, "lognormal lengths, clamped at 16"
 
 
-def test_fixed_image_only_batches_as_before(monkeypatch):
-    script = load_script(monkeypatch)
+def test_fixed_image_only_batches_as_before(script):
     data = script.SyntheticBatches(batch=4, text_len=20, num_image_tokens=5, image_token_id=6, vocab_low=7,
                                    vocab_high=50, image_size=(8, 8), seed=0)
     batch = next(iter(data))

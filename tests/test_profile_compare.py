@@ -1,21 +1,14 @@
 """``benchmarks/profile_compare.py``: kernels grouped by category, systems compared per step (issue 17's question:
 where does mmpeft's fixed-length step lose time to the compiled peer's)."""
 
-import importlib
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
 
 @pytest.fixture
-def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    sys.modules.pop("profile_compare", None)
-    return importlib.import_module("profile_compare")
+def script(benchmark_script):
+    return benchmark_script("profile_compare")
 
 
 @pytest.mark.parametrize("kernel, expected", [
@@ -67,14 +60,12 @@ def test_missing_profiles_are_one_clear_error(script, tmp_path):
         script.load(tmp_path, ["peer+compile"])
 
 
-def test_a_system_that_raises_leaves_no_profiler_running(tmp_path, monkeypatch):
+def test_a_system_that_raises_leaves_no_profiler_running(tmp_path, benchmark_script):
     """``train_throughput.py --profile``: a system that fails midway (out of memory, a missing kernel) must not
     leave its profiler on, or the next system's cannot start and every later row is lost."""
     import torch
 
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    sys.modules.pop("train_throughput", None)
-    bench = importlib.import_module("train_throughput")
+    bench = benchmark_script("train_throughput")
     with pytest.raises(RuntimeError, match="out of memory"):
         with bench.StepProfile(str(tmp_path), 0, "cpu") as profile:
             profile.step()
