@@ -3,7 +3,7 @@
 # the background (/tmp/data.done when all exist), the demo data and the LLM tower prepared; ends in /tmp/repo.
 # Usage: source .gpu/s/stage.sh TGZ... NAME:SCENES...
 source .gpu/s/towers.sh
-rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
+rm -rf /tmp/repo && mkdir /tmp/repo && cp -r mmpeft docs data_prep benchmarks pyproject.toml /tmp/repo/ && cp -r .gpu/s /tmp/repo/s
 while [[ "$1" == *.tgz ]]; do tar xzf "$1" -C /tmp/repo; shift; done
 cd /tmp/repo && export PYTHONPATH=/tmp/site:/tmp/repo
 ( for n in "$@"; do python3 data_prep/make_synthetic_shapes.py --out runs/studies/n${n%:*} --seed 0 --train-scenes ${n#*:} --eval-scenes 100 --questions-per-scene 3 --eval-per-type 60 > /tmp/data_${n%:*}.log 2>&1 & done; wait; touch /tmp/data.done ) &
