@@ -62,7 +62,8 @@ class VLMModule(L.LightningModule):
             selective trade of memory for speed.
         compile_llm_layers: ``torch.compile`` each LLM decoder layer (fuses norms, activations, rotary
             embeddings and the adapters' element-wise work; the first steps pay the compilation). True uses
-            inductor; a string names another ``torch.compile`` backend.
+            inductor; a string names another ``torch.compile`` backend. Under ``FSDPStrategy`` the gradients are
+            dropped before each optimizer step's first forward instead of after it (``_drop_gradients_before_forward``).
         init_from: a checkpoint directory (e.g. stage 1's) whose projector (and soft prompt / adapters, where the
             shapes match) initialise this run. Its projector must fit, and it must have been trained on the same
             frozen bases as this model (its ``base_fingerprints``, checked as ``load_pretrained`` checks them).
@@ -111,6 +112,7 @@ class VLMModule(L.LightningModule):
                 layer.compile(backend=backend)
         if init_from is not None:
             init_from_checkpoint(vlm, init_from, allow_base_mismatch=init_from_allow_base_mismatch)
+        self.compile_llm_layers = compile_llm_layers
         self._pending_rng: dict[str, Any] | None = None
         self._pending_guard_state: dict[str, Any] | None = None
         self._last_step_time: float | None = None
@@ -156,6 +158,39 @@ class VLMModule(L.LightningModule):
                 guard.load_state_dict(self._pending_guard_state.get(name, {}))
         if self.trainer.max_steps is None or self.trainer.max_steps < 0:
             raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
+
+    @property
+    def _compiled_under_fsdp(self) -> bool:
+        """Compiled LLM layers inside Lightning's ``FSDPStrategy`` (FSDP1)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return bool(self.compile_llm_layers) and self._trainer is not None and isinstance(
+            self.trainer.strategy, FSDPStrategy)
+
+    def _drop_gradients_before_forward(self) -> None:
+        """Under FSDP1 with compiled layers, set every gradient to None before the training step's forward, not after
+        it as Lightning does (``optimizer.zero_grad()`` between ``training_step`` and backward).
+
+        Between steps FSDP1 keeps a layer's sharded gradient in its ``FlatParameter``'s ``.grad``; in the forward
+        that ``FlatParameter``'s ``.data`` is the unsharded flat tensor, in ``param_dtype`` under mixed precision
+        (bf16 with ``precision="bf16-mixed"``), and the layer's weights are views of it. When dynamo (re)compiles a
+        layer in that forward (a new shape, the reference pass's no_grad / adapters-off variant), it fakes those
+        views together with their base and the base's ``.grad``, and fails: "attempting to assign a gradient with
+        dtype 'float' to a tensor with grad_dtype 'BFloat16'" (or "of size [n / world size]" to a tensor "of size
+        [n]" without mixed precision). With every original parameter's ``.grad`` None, FSDP's root pre-forward sets
+        each ``FlatParameter``'s ``.grad`` to None as well (``use_orig_params=True``, as
+        ``benchmarks/distributed_throughput.py`` sets it). The gradients dropped are those the last optimizer step
+        used, which Lightning drops before this step's backward anyway; it drops them itself before validation
+        within fit (``on_validation_model_zero_grad``) and before each fit / validate / test run."""
+        if self._compiled_under_fsdp:
+            self.zero_grad(set_to_none=True)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # the first batch of an optimizer step, as Lightning's zero_grad. Lightning runs the other batches of an
+        # accumulation under FSDP's no_sync(): the gradient their forward meets is the unsharded one, of the
+        # unsharded weights' dtype and size, which dynamo fakes without error (seen with 2, 3 and 5 CPU ranks)
+        if batch_idx % self.trainer.accumulate_grad_batches == 0:
+            self._drop_gradients_before_forward()
 
     def configure_callbacks(self) -> list[Callback]:
         """``DataAccounting``: the data position checkpoints store and the ``data/*`` counts, in every Trainer (CLI

@@ -1,0 +1,117 @@
+"""Compiled LLM layers under Lightning's FSDPStrategy (FSDP1), on the CPU in one process.
+
+Between optimizer steps FSDP1 keeps each wrapped layer's gradient in its FlatParameter's ``.grad``, while in the
+forward that FlatParameter holds the unsharded weights in ``param_dtype`` (bf16 under ``bf16-mixed``) and the layer's
+weights are views of it. Lightning sets gradients to None only after ``training_step``, so a layer that dynamo
+recompiles in step 2's forward (here: the reference pass of a batch of a new length) used to fail with
+``InternalTorchDynamoError: ... assign a gradient with dtype 'float' to a tensor with grad_dtype 'BFloat16'``, as on
+2 H200s (benchmarks/results/distributed_h200x2_fsdp_failure_2026-12-04.log). One process suffices: FSDP1 then runs
+NO_SHARD, which still swaps the FlatParameter to bf16 in the forward.
+"""
+
+from __future__ import annotations
+
+import lightning
+import pytest
+import torch
+import torch.distributed as dist
+from conftest import build_vlm, make_batch
+from lightning.pytorch.strategies import FSDPStrategy
+from torch.utils.data import DataLoader
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+from mmpeft.adapters import AdapterSpec
+from mmpeft.guards import KLToBase, Replay
+from mmpeft.module import LearningRates, VLMModule
+
+# three batches of different lengths and image / text-only mixes: every step's forward meets a new shape
+BATCHES = [
+    [(1, " what color is the circle?", " red"), (0, " The capital of France is", " Paris.")],
+    [(1, " a much longer question that pads the other rows?", " yes."), (0, " Hi", " there.")],
+    [(0, " The capital of Italy is", " Rome."), (1, " what?", " a square"), (1, " and?", " b")],
+]
+
+
+class CPUFSDP(FSDPStrategy):
+    """FSDPStrategy on the CPU: Lightning refuses ``FSDPStrategy`` itself with ``accelerator="cpu"`` (not a
+    subclass), and passes ``device_id=root_device.index`` (None on the CPU), which FSDP1 refuses without an
+    accelerator; this wraps the model as Lightning does, with ``device_id=cpu``."""
+
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
+                                        mixed_precision=self.mixed_precision_config,
+                                        sharding_strategy=self.sharding_strategy, device_id=torch.device("cpu"),
+                                        **self.kwargs)
+
+
+def _strategy() -> CPUFSDP:
+    # the benchmark's FSDP settings (benchmarks/distributed_throughput.py)
+    return CPUFSDP(auto_wrap_policy={LlamaDecoderLayer}, use_orig_params=True, sharding_strategy="FULL_SHARD")
+
+
+def _module(tiny, compile_llm_layers) -> VLMModule:
+    vlm = build_vlm(tiny, llm_spec=AdapterSpec("lora", r=4, alpha=8), pack_sequences=True)
+    # "eager": dynamo traces each layer (where the failure was) without a backend's compile time
+    return VLMModule(vlm, guards=[Replay(), KLToBase()], lr=LearningRates(projector=1e-3, llm=1e-3),
+                     gradient_checkpointing=True, compile_llm_layers=compile_llm_layers)
+
+
+def _batches(vlm) -> list[dict]:
+    out = []
+    for rows in BATCHES:
+        batch = make_batch(vlm, rows)
+        batch["has_image"] = torch.tensor([n > 0 for n, _, _ in rows])
+        batch["num_images"] = torch.tensor([n for n, _, _ in rows])
+        out.append(batch)
+    return out
+
+
+@pytest.fixture
+def process_group_cleanup(monkeypatch):
+    """Lightning starts a (gloo, 1-process) group and sets these variables; both are undone after the test."""
+    for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    torch._dynamo.reset()
+
+
+def test_compiled_layers_train_under_fsdp_bf16_mixed(tiny, tmp_path, process_group_cleanup):
+    module = _module(tiny, compile_llm_layers="eager")
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, strategy=_strategy(), precision="bf16-mixed",
+                                max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, default_root_dir=tmp_path)
+    batches = _batches(module.vlm)
+    trainer.fit(module, train_dataloaders=DataLoader(batches + batches[:1], batch_size=None))
+    assert trainer.global_step == 4
+    trained = [p for p in module.parameters() if p.requires_grad]
+    assert trained and all(torch.isfinite(p).all() for p in trained)
+
+
+class RecordGradients(lightning.Callback):
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+
+def _accumulated_gradients(tiny, tmp_path, compile_llm_layers) -> dict[str, torch.Tensor]:
+    module = _module(tiny, compile_llm_layers=compile_llm_layers)
+    record = RecordGradients()
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, strategy=_strategy(), precision="32-true",
+                                accumulate_grad_batches=2, max_steps=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                                callbacks=[record])
+    trainer.fit(module, train_dataloaders=DataLoader(_batches(module.vlm)[:2], batch_size=None))
+    return record.grads
+
+
+def test_compiled_layers_under_fsdp_keep_accumulated_gradients(tiny, tmp_path, process_group_cleanup):
+    """Gradients are dropped only before the first batch of an optimizer step: with 2 accumulated batches the step
+    sees both batches' gradients, as without compiled layers (where nothing is dropped early)."""
+    compiled = _accumulated_gradients(tiny, tmp_path / "compiled", "eager")
+    eager = _accumulated_gradients(tiny, tmp_path / "eager", False)
+    assert compiled.keys() == eager.keys() and eager
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6, msg=name)
