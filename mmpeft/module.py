@@ -189,7 +189,7 @@ class VLMModule(L.LightningModule):
         # the first batch of an optimizer step, as Lightning's zero_grad. Lightning runs the other batches of an
         # accumulation under FSDP's no_sync(): the gradient their forward meets is the unsharded one, of the
         # unsharded weights' dtype and size, which dynamo fakes without error (seen with 2, 3 and 5 CPU ranks)
-        if batch_idx % self.trainer.accumulate_grad_batches == 0:
+        if self._compiled_under_fsdp and batch_idx % self.trainer.accumulate_grad_batches == 0:
             self._drop_gradients_before_forward()
 
     def configure_callbacks(self) -> list[Callback]:

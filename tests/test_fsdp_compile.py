@@ -73,6 +73,7 @@ def process_group_cleanup(monkeypatch):
     """Lightning starts a (gloo, 1-process) group and sets these variables; both are undone after the test."""
     for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
         monkeypatch.delenv(name, raising=False)
+    torch._dynamo.reset()  # no compiled code left by earlier tests may spare this test's layers a recompile
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -115,3 +116,17 @@ def test_compiled_layers_under_fsdp_keep_accumulated_gradients(tiny, tmp_path, p
     assert compiled.keys() == eager.keys() and eager
     for name in eager:
         torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_in_loop_probes_are_refused_under_fsdp(tiny, tmp_path, process_group_cleanup):
+    """The probes run on rank 0 alone; under FSDP that forward would wait for the other ranks for ever, so the
+    run is refused before its first step, with the option to change."""
+    from mmpeft.callbacks.probes import ForgettingProbes
+
+    module = _module(tiny, compile_llm_layers=False)
+    probes = ForgettingProbes([], vqa_shards=str(tmp_path / "vqa"), every_n_steps=1)
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, strategy=_strategy(), precision="32-true",
+                                max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, default_root_dir=tmp_path, callbacks=[probes])
+    with pytest.raises(ValueError, match="ForgettingProbes.*FSDP.*trainer/ddp.yaml"):
+        trainer.fit(module, train_dataloaders=DataLoader(_batches(module.vlm)[:1], batch_size=None))

@@ -85,6 +85,18 @@ class ForgettingProbes(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
 
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        """Refuses a sharded model: the probes run on rank 0 alone, and under FSDP every forward of a sharded layer
+        is a collective all ranks must join (rank 0 would wait for the others for ever)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if self.tasks and isinstance(trainer.strategy, FSDPStrategy):
+            raise ValueError(
+                "ForgettingProbes in trainer.callbacks cannot run under FSDP (trainer/fsdp.yaml): the in-loop probes "
+                "run on rank 0 alone, and a forward through FSDP's sharded layers needs every rank. Leave the callback "
+                "out (e.g. an experiment file without it) and score checkpoints with `mmpeft eval`, or train with "
+                "trainer/ddp.yaml, under which the probes run.")
+
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._run(trainer, module)
 
