@@ -63,7 +63,7 @@ class VLMModule(L.LightningModule):
         compile_llm_layers: ``torch.compile`` each LLM decoder layer (fuses norms, activations, rotary
             embeddings and the adapters' element-wise work; the first steps pay the compilation). True uses
             inductor; a string names another ``torch.compile`` backend. Under ``FSDPStrategy`` the gradients are
-            dropped before each optimizer step's first forward instead of after it (``_drop_gradients_before_forward``).
+            dropped before each optimizer step's first forward instead of after it (``on_train_batch_start``).
         init_from: a checkpoint directory (e.g. stage 1's) whose projector (and soft prompt / adapters, where the
             shapes match) initialise this run. Its projector must fit, and it must have been trained on the same
             frozen bases as this model (its ``base_fingerprints``, checked as ``load_pretrained`` checks them).
@@ -159,17 +159,9 @@ class VLMModule(L.LightningModule):
         if self.trainer.max_steps is None or self.trainer.max_steps < 0:
             raise ValueError("set trainer.max_steps: the learning-rate schedule is defined over it")
 
-    @property
-    def _compiled_under_fsdp(self) -> bool:
-        """Compiled LLM layers inside Lightning's ``FSDPStrategy`` (FSDP1)."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
-        return bool(self.compile_llm_layers) and self._trainer is not None and isinstance(
-            self.trainer.strategy, FSDPStrategy)
-
-    def _drop_gradients_before_forward(self) -> None:
-        """Under FSDP1 with compiled layers, set every gradient to None before the training step's forward, not after
-        it as Lightning does (``optimizer.zero_grad()`` between ``training_step`` and backward).
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Under FSDP1 with compiled layers, set every gradient to None before the first forward of an optimizer
+        step, not after it as Lightning does (``optimizer.zero_grad()`` between ``training_step`` and backward).
 
         Between steps FSDP1 keeps a layer's sharded gradient in its ``FlatParameter``'s ``.grad``; in the forward
         that ``FlatParameter``'s ``.data`` is the unsharded flat tensor, in ``param_dtype`` under mixed precision
@@ -181,16 +173,16 @@ class VLMModule(L.LightningModule):
         each ``FlatParameter``'s ``.grad`` to None as well (``use_orig_params=True``, as
         ``benchmarks/distributed_throughput.py`` sets it). The gradients dropped are those the last optimizer step
         used, which Lightning drops before this step's backward anyway; it drops them itself before validation
-        within fit (``on_validation_model_zero_grad``) and before each fit / validate / test run."""
-        if self._compiled_under_fsdp:
-            self.zero_grad(set_to_none=True)
+        within fit (``on_validation_model_zero_grad``) and before each fit / validate / test run.
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # the first batch of an optimizer step, as Lightning's zero_grad. Lightning runs the other batches of an
-        # accumulation under FSDP's no_sync(): the gradient their forward meets is the unsharded one, of the
-        # unsharded weights' dtype and size, which dynamo fakes without error (seen with 2, 3 and 5 CPU ranks)
-        if self._compiled_under_fsdp and batch_idx % self.trainer.accumulate_grad_batches == 0:
-            self._drop_gradients_before_forward()
+        Only on the first batch of an optimizer step (Lightning's own zero_grad rule): Lightning runs the other
+        batches of an accumulation under FSDP's ``no_sync()``, where the gradient a forward meets is the unsharded
+        one, of the unsharded weights' dtype and size, which dynamo fakes without error."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if (self.compile_llm_layers and isinstance(self.trainer.strategy, FSDPStrategy)
+                and batch_idx % self.trainer.accumulate_grad_batches == 0):
+            self.zero_grad(set_to_none=True)
 
     def configure_callbacks(self) -> list[Callback]:
         """``DataAccounting``: the data position checkpoints store and the ``data/*`` counts, in every Trainer (CLI

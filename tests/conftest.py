@@ -103,10 +103,12 @@ def build_vlm(tiny: TinyDirs, vision: str = "open_clip", vision_spec: AdapterSpe
                                llm_adapter=llm_spec, **kwargs)
 
 
-def make_batch(vlm: VisionLanguageModel, rows: list[tuple[int, str, str]], seed: int = 0) -> dict:
+def make_batch(vlm: VisionLanguageModel, rows: list[tuple[int, str, str]], seed: int = 0,
+               image_flags: bool = False) -> dict:
     """Rows of (num_images, prompt, answer): ids = BOS + images + prompt + answer + EOS, right-padded.
 
     Labels supervise the answer and EOS only. Pixels are random, one per image, in reading order.
+    ``image_flags``: also the collator's per-row ``has_image`` and ``num_images`` (what the guards read).
     """
     tok = vlm.llm.tokenizer
     m = vlm.num_image_tokens
@@ -128,6 +130,9 @@ def make_batch(vlm: VisionLanguageModel, rows: list[tuple[int, str, str]], seed:
     g = torch.Generator().manual_seed(seed)
     size = vlm.vision.image_size
     batch["pixel_values"] = torch.randn(n_images, 3, *size, generator=g) if n_images else None
+    if image_flags:
+        batch["has_image"] = torch.tensor([n > 0 for n, _, _ in rows])
+        batch["num_images"] = torch.tensor([n for n, _, _ in rows])
     return batch
 
 

@@ -37,10 +37,7 @@ class RankModule(VLMModule):
 
 def global_batch(vlm):
     rows = MIXED_ROWS + [(0, " What is 2 plus 3?", " five")]  # image, text, image, text
-    batch = make_batch(vlm, rows)
-    batch["has_image"] = torch.tensor([r[0] > 0 for r in rows])
-    batch["num_images"] = torch.tensor([r[0] for r in rows])
-    return batch
+    return make_batch(vlm, rows, image_flags=True)
 
 
 def build(tiny, world):

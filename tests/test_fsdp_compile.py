@@ -11,6 +11,8 @@ NO_SHARD, which still swaps the FlatParameter to bf16 in the forward.
 
 from __future__ import annotations
 
+import os
+
 import lightning
 import pytest
 import torch
@@ -59,25 +61,24 @@ def _module(tiny, compile_llm_layers) -> VLMModule:
 
 
 def _batches(vlm) -> list[dict]:
-    out = []
-    for rows in BATCHES:
-        batch = make_batch(vlm, rows)
-        batch["has_image"] = torch.tensor([n > 0 for n, _, _ in rows])
-        batch["num_images"] = torch.tensor([n for n, _, _ in rows])
-        out.append(batch)
-    return out
+    return [make_batch(vlm, rows, image_flags=True) for rows in BATCHES]
 
 
 @pytest.fixture
-def process_group_cleanup(monkeypatch):
-    """Lightning starts a (gloo, 1-process) group and sets these variables; both are undone after the test."""
+def process_group_cleanup():
+    """Lightning starts a (gloo, 1-process) group and sets MASTER_ADDR, MASTER_PORT, WORLD_SIZE, LOCAL_RANK, ...;
+    both are undone after the test: the whole environment is restored, since a later test's DDP launch that
+    inherited WORLD_SIZE / LOCAL_RANK would take itself for an external launch and wait for ever."""
+    environment = dict(os.environ)
     for name in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):
-        monkeypatch.delenv(name, raising=False)
+        os.environ.pop(name, None)
     torch._dynamo.reset()  # no compiled code left by earlier tests may spare this test's layers a recompile
     yield
     if dist.is_initialized():
         dist.destroy_process_group()
     torch._dynamo.reset()
+    os.environ.clear()
+    os.environ.update(environment)
 
 
 def test_compiled_layers_train_under_fsdp_bf16_mixed(tiny, tmp_path, process_group_cleanup):

@@ -13,10 +13,7 @@ from mmpeft.types import IGNORE_INDEX
 
 
 def guarded_batch(vlm):
-    batch = make_batch(vlm, MIXED_ROWS)
-    batch["has_image"] = torch.tensor([True, False, True])
-    batch["num_images"] = torch.tensor([1, 0, 2])
-    return batch
+    return make_batch(vlm, MIXED_ROWS, image_flags=True)
 
 
 def perturb(vlm, seed=0):
