@@ -21,7 +21,7 @@ from pathlib import Path
 
 # first match wins: attention kernels (flash, fmha) can contain "gemm"-like words, compiled kernels say "triton"
 CATEGORIES = (
-    ("attention", re.compile(r"flash|fmha|attention|attn|sdpa", re.I)),
+    ("attention", re.compile(r"flash|fmha|attention|attn|sdpa|dot_do_o", re.I)),  # dot_do_o: cuDNN backward prologue
     ("communication", re.compile(r"nccl|allreduce|all_reduce|reduce_scatter|all_gather|gloo", re.I)),
     ("matmul", re.compile(r"triton_tem_.*(mm|bmm|addmm)", re.I)),  # Triton matmul templates (max-autotune)
     ("compiled (Triton)", re.compile(r"triton", re.I)),  # fused kernels often name a copy among their ops

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import MIXED_ROWS, build_vlm, make_batch
 
+from mmpeft import packing
 from mmpeft.adapters import AdapterSpec
 from mmpeft.packing import PackedLayout, varlen_attention
 
@@ -51,6 +52,44 @@ def test_packed_loss_and_grads_equal_padded(tiny, soft_prompt):
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_equal_length_rows_take_the_dense_path_and_equal_padded(tiny, monkeypatch):
+    """Rows of one length (fixed-length data) run dense causal SDPA over a view of the packed sequence: the same loss
+    and gradients as the padded model, through the dense path (the profile that motivated it: docs/benchmarks.md)."""
+    dense_calls = []
+    dense = packing._sdpa_uniform
+    monkeypatch.setattr(packing, "_sdpa_uniform", lambda *a: dense_calls.append(a[3:5]) or dense(*a))
+    spec = AdapterSpec("lora", r=4, alpha=8)
+    padded = build_vlm(tiny, llm_spec=spec)
+    packed = build_vlm(tiny, llm_spec=spec, pack_sequences=True)
+    for p in padded.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    packed.load_state_dict(padded.state_dict())
+    batch = make_batch(padded, [ROWS[0]] * 3)
+    assert bool(batch["attention_mask"].all())
+    out_a, grads_a = _loss_and_grads(padded, batch)
+    out_b, grads_b = _loss_and_grads(packed, batch)
+    assert dense_calls and all(rows == 3 for rows, _ in dense_calls)
+    torch.testing.assert_close(out_b.loss, out_a.loss, rtol=1e-5, atol=1e-6)
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_dense_path_equals_per_row_attention(kv_heads):
+    """Equal rows through the dense view give the per-row reference's outputs and input gradients (MHA and GQA)."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, h, 15, 8, generator=g, requires_grad=True) for h in (4, kv_heads, kv_heads))
+    cu = torch.tensor([0, 5, 10, 15], dtype=torch.int32)
+    out, _ = varlen_attention(torch.nn.Module(), q, k, v, None, scaling=0.3, cu_seq_lens_q=cu, max_length_q=5)
+    ref = packing._sdpa_per_row(q, k, v, cu, 0.3)
+    torch.testing.assert_close(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want)
 
 
 def test_packed_model_generates_like_padded(tiny):
