@@ -76,6 +76,25 @@ def test_quantized_layers_compute_close_to_the_base_and_pass_input_gradients(sch
     assert all(p.grad is None for p in quantized.parameters()), "frozen: no weight gradient is computed"
 
 
+def test_int8_is_quantised_whatever_the_weights_device(monkeypatch):
+    """bitsandbytes' ``Int8Params`` quantises in ``.to()`` only when it moves off the CPU: a tower already on a GPU
+    kept its bf16 weights and re-quantised them at every forward (an H200 measured 1.87x bf16's peak memory). Here
+    ``.to()``'s quantisation is made to fail, as it is skipped on a GPU: the layers must hold int8 codes anyway."""
+    import bitsandbytes as bnb
+
+    monkeypatch.setattr(bnb.nn.Int8Params, "_quantize",
+                        lambda self, device: pytest.fail("int8 relied on Int8Params.to() to quantise"))
+    base = _mlp(torch.bfloat16)
+    quantized = copy.deepcopy(base)
+    quantize_linears(quantized, "int8", "test")
+    for layer in (quantized[0], quantized[2]):
+        assert layer.weight.dtype == torch.int8  # the codes; the row scales move to the layer's state
+        assert layer.state.CB is not None and layer.state.SCB is not None
+    x = torch.randn(3, 64, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert 0 < _rel(quantized(x), base(x)) < TOLERANCE["int8"]
+
+
 @pytest.mark.parametrize("scheme", ["nf4", "int8"])
 def test_dequantized_layers_compute_what_the_quantized_ones_do(scheme):
     quantized = _mlp()
