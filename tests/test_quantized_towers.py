@@ -78,7 +78,7 @@ def test_quantized_layers_compute_close_to_the_base_and_pass_input_gradients(sch
 
 def test_int8_is_quantised_whatever_the_weights_device(monkeypatch):
     """bitsandbytes' ``Int8Params`` quantises in ``.to()`` only when it moves off the CPU: a tower already on a GPU
-    kept its bf16 weights and re-quantised them at every forward (an H200 measured 1.87x bf16's peak memory). Here
+    kept its bf16 weights (benchmarks/train_throughput.py builds its towers there). Here
     ``.to()``'s quantisation is made to fail, as it is skipped on a GPU: the layers must hold int8 codes anyway."""
     import bitsandbytes as bnb
 
