@@ -8,8 +8,8 @@ on top; ``disabled_adapters`` then runs the exact quantised base:
   tower's dtype; the forward and input-gradient matmuls run in FP8 with rowwise scales (torchao's casts).
 - ``nf4`` (memory): bitsandbytes ``Linear4bit``, QLoRA's recipe: 4-bit NormalFloat codes in blocks of 64 with
   double quantisation of the block scales, computing in the tower's dtype (about 0.52 bytes per weight).
-- ``int8`` (memory): bitsandbytes ``Linear8bitLt`` (LLM.int8(): rowwise absmax int8 weights, outlier
-  threshold 6.0).
+- ``int8`` (memory): ``FrozenInt8Linear`` (``mmpeft.towers.int8_linear``), bitsandbytes' ``Linear8bitLt``
+  (LLM.int8(): rowwise absmax int8 weights, outlier threshold 6.0) without the input it keeps for a weight gradient.
 
 The weights are quantised where the tower is built (on the CPU, deterministically), so a tower's fingerprint
 is that of its quantised weights and loads compare like with like. Layers that are kept in the tower's dtype,
@@ -162,8 +162,10 @@ def _quantized(layer: nn.Linear, scheme: str) -> nn.Linear:
         # fingerprint, exports would disagree). The repacking only speeds up CPU inference: off.
         new.support_avx512bf16_for_cpu = False
     else:
-        new = bnb.nn.Linear8bitLt(layer.in_features, layer.out_features, bias=bias is not None,
-                                  has_fp16_weights=False, threshold=6.0, device="meta")
+        from mmpeft.towers.int8_linear import FrozenInt8Linear
+
+        new = FrozenInt8Linear(layer.in_features, layer.out_features, bias=bias is not None,
+                               has_fp16_weights=False, threshold=6.0, device="meta")
         # quantised here, on the weight's own device: Int8Params quantises in ``.to()`` only when it moves off the
         # CPU (bitsandbytes 0.50.2), so a tower built on a GPU kept its bf16 weights beside the int8 codes that
         # bitsandbytes then made at the first forward
@@ -191,10 +193,11 @@ def quantization_scheme(module: nn.Module) -> str | None:
     for layer in module.modules():
         if isinstance(layer, FrozenFloat8Linear):
             return "fp8"
-        kind = type(layer).__name__
-        if kind == "Linear4bit" and type(layer).__module__.startswith("bitsandbytes"):
+        # by class name along the MRO: no bitsandbytes import where it is not installed
+        kinds = {c.__name__ for c in type(layer).__mro__ if c.__module__.startswith("bitsandbytes")}
+        if "Linear4bit" in kinds:
             return "nf4"
-        if kind == "Linear8bitLt" and type(layer).__module__.startswith("bitsandbytes"):
+        if "Linear8bitLt" in kinds:
             return "int8"
     return None
 
