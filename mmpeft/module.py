@@ -36,6 +36,7 @@ from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
 from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
 from mmpeft.stage_init import init_from_checkpoint
+from mmpeft.towers.quantize import quantization_scheme
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
 from mmpeft.training_mode import drop_warning_filter, train_before_lightning_checks
@@ -104,10 +105,11 @@ class VLMModule(L.LightningModule):
             backend = compile_llm_layers if isinstance(compile_llm_layers, str) else "inductor"
             layers = decoder_layers(vlm)
             # layers differ in constants dynamo guards on (layer_idx): one compiled entry each, so the per-code
-            # recompile limit (default 8) must cover them all or the rest silently run eagerly
+            # recompile limit (default 8) must cover them all or the rest silently run eagerly. Per layer: with and
+            # without gradients (the guards' reference pass) x packed rows of one length (dense attention) or not
             config = torch._dynamo.config
             name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
-            setattr(config, name, max(getattr(config, name), 2 * len(layers) + 8))
+            setattr(config, name, max(getattr(config, name), 4 * len(layers) + 8))
             for layer in layers:
                 layer.compile(backend=backend)
         if init_from is not None:
@@ -120,6 +122,14 @@ class VLMModule(L.LightningModule):
     # ------------------------------------------------------------------ lifecycle
 
     def setup(self, stage: str) -> None:
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        scheme = quantization_scheme(self.vlm)
+        if scheme in ("nf4", "int8") and isinstance(self.trainer.strategy, FSDPStrategy):
+            # bitsandbytes keeps the codes' scales (quant_state, state.SCB) outside the parameters FSDP shards
+            raise ValueError(f"a tower with quantize={scheme!r} cannot train under FSDP (trainer/fsdp.yaml): "
+                             "bitsandbytes keeps its scales outside the parameters FSDP shards. Use DDP "
+                             "(--config trainer/ddp.yaml) or leave the towers' quantize unset")
         self.vlm.run_vision_always = self._distributed
         processor = getattr(getattr(self.trainer, "datamodule", None), "processor", None)
         if processor is not None:  # checkpoints save the prompt format training used, for eval / export

@@ -131,3 +131,20 @@ def test_in_loop_probes_are_refused_under_fsdp(tiny, tmp_path, process_group_cle
                                 enable_model_summary=False, default_root_dir=tmp_path, callbacks=[probes])
     with pytest.raises(ValueError, match="ForgettingProbes.*FSDP.*trainer/ddp.yaml"):
         trainer.fit(module, train_dataloaders=DataLoader(_batches(module.vlm)[:1], batch_size=None))
+
+
+def test_bitsandbytes_towers_are_refused_under_fsdp(tiny, tmp_path, process_group_cleanup):
+    """nf4 / int8 keep their scales outside the parameters FSDP shards: refused before the first step, naming DDP."""
+    pytest.importorskip("bitsandbytes")
+    from mmpeft.towers.llm import LLMTower
+    from mmpeft.vlm import VisionLanguageModel
+
+    vlm = build_vlm(tiny)
+    vlm = VisionLanguageModel(vlm.vision, LLMTower(str(tiny.llm), quantize="int8"),
+                              llm_adapter=AdapterSpec("lora", r=4, alpha=8))
+    module = VLMModule(vlm, lr=LearningRates(projector=1e-3, llm=1e-3))
+    trainer = lightning.Trainer(accelerator="cpu", devices=1, strategy=_strategy(), precision="32-true",
+                                max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="quantize='int8' cannot train under FSDP.*trainer/ddp.yaml"):
+        trainer.fit(module, train_dataloaders=DataLoader(_batches(module.vlm)[:1], batch_size=None))

@@ -78,7 +78,7 @@ def test_quantized_layers_compute_close_to_the_base_and_pass_input_gradients(sch
 
 def test_int8_is_quantised_whatever_the_weights_device(monkeypatch):
     """bitsandbytes' ``Int8Params`` quantises in ``.to()`` only when it moves off the CPU: a tower already on a GPU
-    kept its bf16 weights (benchmarks/train_throughput.py builds its towers there). Here
+    held bf16 weights until its first forward (benchmarks/train_throughput.py builds its towers there). Here
     ``.to()``'s quantisation is made to fail, as it is skipped on a GPU: the layers must hold int8 codes anyway."""
     import bitsandbytes as bnb
 
@@ -115,6 +115,23 @@ def test_int8_computes_what_bitsandbytes_computes():
     out_ours.backward(grad)
     out_theirs.backward(grad)
     assert torch.equal(x_ours.grad, x_theirs.grad)
+
+
+def test_int8_state_follows_the_parent_module_when_moved():
+    """``Linear8bitLt`` keeps its codes and row scales in ``state``, outside the parameters a parent's ``.to()``
+    moves: a tower quantised on the CPU and then moved to a GPU by Lightning handed CPU codes to CUDA kernels.
+    Moving the parent (here: ``_apply`` with a copy, what ``.to(device)`` does to every tensor) keeps them together."""
+    quantized = _mlp()
+    quantize_linears(quantized, "int8", "test")
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        before = quantized(x)
+    quantized._apply(lambda t: t.clone())
+    for layer in (quantized[0], quantized[2]):
+        assert layer.state.CB.data_ptr() == layer.weight.data_ptr(), "the codes are the moved weight"
+        assert layer.state.SCB.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(quantized(x), before, rtol=0, atol=0)
 
 
 def test_int8_keeps_no_input_alive_under_checkpointing():

@@ -8,10 +8,12 @@ weight and multiplies in the input's dtype. Both keep the input on the autograd 
 bypass saved-tensor hooks: under activation checkpointing every int8 layer's input stayed alive for the whole
 forward (Llama-3-8B shapes on an H200: 1.89x bf16's peak memory, docs/benchmarks.md).
 
-``FrozenInt8Linear`` is a ``Linear8bitLt`` (peft wraps it as one, ``dequantized_weight`` and exports read it as
-one) whose forward computes what bitsandbytes computes on that device, the same kernels in the same order, through
-``_FrozenInt8Matmul``: the backward gives only the input gradient, ``grad_output @ dequantised W`` (bitsandbytes'
-own formula), and saves only the weight codes and row scales.
+``FrozenInt8Linear`` is a ``Linear8bitLt`` (``dequantized_weight`` and exports read it as one) whose forward
+computes what bitsandbytes' training path computes on that device, the same kernels in the same order, through
+``_FrozenInt8Matmul`` (also in eval mode, where bitsandbytes' CPU path would switch to int8 activations): the
+backward gives only the input gradient, ``grad_output @ dequantised W`` (bitsandbytes' own formula), and saves only
+the weight codes and row scales. Moving the layer with its parent (``model.to("cuda")``, as Lightning does) moves
+the codes and scales that ``Linear8bitLt`` keeps outside its parameters, in ``state``, too.
 """
 
 from __future__ import annotations
@@ -68,5 +70,18 @@ class FrozenInt8Linear(bnb.nn.Linear8bitLt):
             raise RuntimeError("FrozenInt8Linear holds no int8 codes; build it with mmpeft.towers.quantize")
         bias = None if self.bias is None else self.bias.to(x.dtype)
         shape = x.shape
+        if x.numel() == 0:  # as bitsandbytes: an empty batch gives an empty output
+            return x.new_zeros(*shape[:-1], self.out_features)
         out = _FrozenInt8Matmul.apply(x.reshape(-1, shape[-1]), state.CB, state.SCB, state.threshold, bias)
         return out.reshape(*shape[:-1], self.out_features)
+
+    def _apply(self, fn, recurse: bool = True):
+        """After ``.to()`` / ``.cuda()`` of this layer or a parent (which move only the parameters): the state's
+        codes are the weight's data again and its row scales follow the weight's device (kept in float32)."""
+        super()._apply(fn, recurse)
+        state = self.state
+        if state.CB is not None:
+            state.CB = self.weight.data
+        if state.SCB is not None:
+            state.SCB = state.SCB.to(self.weight.device)
+        return self

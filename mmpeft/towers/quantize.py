@@ -167,8 +167,8 @@ def _quantized(layer: nn.Linear, scheme: str) -> nn.Linear:
         new = FrozenInt8Linear(layer.in_features, layer.out_features, bias=bias is not None,
                                has_fp16_weights=False, threshold=6.0, device="meta")
         # quantised here, on the weight's own device: Int8Params quantises in ``.to()`` only when it moves off the
-        # CPU (bitsandbytes 0.50.2), so a tower built on a GPU kept its bf16 weights beside the int8 codes that
-        # bitsandbytes then made at the first forward
+        # CPU (bitsandbytes 0.50.2), so a tower built on a GPU held bf16 weights until its first forward (its
+        # state_dict, fingerprint and dequantized_weight saw no int8 codes)
         codes, scales, _ = bnb.functional.int8_vectorwise_quant(weight.to(torch.float16))
         new.weight = bnb.nn.Int8Params(codes, requires_grad=False, has_fp16_weights=False, CB=codes, SCB=scales)
         new.compute_dtype = weight.dtype  # what dequantized_weight gives back (Linear4bit has the same attribute)
