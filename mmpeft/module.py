@@ -36,7 +36,7 @@ from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
 from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
 from mmpeft.stage_init import init_from_checkpoint
-from mmpeft.towers.quantize import quantization_scheme
+from mmpeft.towers.quantize import check_shardable
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
 from mmpeft.training_mode import drop_warning_filter, train_before_lightning_checks
@@ -124,12 +124,8 @@ class VLMModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         from lightning.pytorch.strategies import FSDPStrategy
 
-        scheme = quantization_scheme(self.vlm)
-        if scheme in ("nf4", "int8") and isinstance(self.trainer.strategy, FSDPStrategy):
-            # bitsandbytes keeps the codes' scales (quant_state, state.SCB) outside the parameters FSDP shards
-            raise ValueError(f"a tower with quantize={scheme!r} cannot train under FSDP (trainer/fsdp.yaml): "
-                             "bitsandbytes keeps its scales outside the parameters FSDP shards. Use DDP "
-                             "(--config trainer/ddp.yaml) or leave the towers' quantize unset")
+        if isinstance(self.trainer.strategy, FSDPStrategy):
+            check_shardable(self.vlm)
         self.vlm.run_vision_always = self._distributed
         processor = getattr(getattr(self.trainer, "datamodule", None), "processor", None)
         if processor is not None:  # checkpoints save the prompt format training used, for eval / export

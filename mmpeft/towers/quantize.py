@@ -176,9 +176,6 @@ def _quantized(layer: nn.Linear, scheme: str) -> nn.Linear:
         new.bias = nn.Parameter(bias.clone(), requires_grad=False)
     new = new.to(weight.device)  # bitsandbytes quantises NF4 here
     if scheme == "int8":
-        if new.weight.dtype != torch.int8 or new.weight.SCB is None:  # never a silent bf16 "int8" layer
-            raise RuntimeError(f"int8: bitsandbytes {bnb.__version__} left a {new.weight.dtype} weight on "
-                               f"{new.weight.device} unquantised; pin bitsandbytes as requirements-quant.txt does")
         # the int8 codes and row scales move to the layer's state now rather than at its first forward, so that
         # peft (DoRA's weight norm) and dequantized_weight find them before any forward ran
         new.init_8bit_state()
@@ -200,6 +197,16 @@ def quantization_scheme(module: nn.Module) -> str | None:
         if "Linear8bitLt" in kinds:
             return "int8"
     return None
+
+
+def check_shardable(module: nn.Module) -> None:
+    """Refuse to shard (FSDP) a module with bitsandbytes layers: they keep their scales outside the parameters
+    FSDP shards (``Linear4bit``'s ``quant_state``, ``Linear8bitLt``'s ``state.SCB``). ``fp8`` keeps plain weights."""
+    scheme = quantization_scheme(module)
+    if scheme in ("nf4", "int8"):
+        raise ValueError(f"a tower with quantize={scheme!r} cannot train under FSDP (trainer/fsdp.yaml): "
+                         "bitsandbytes keeps its scales outside the parameters FSDP shards. Use DDP "
+                         "(--config trainer/ddp.yaml) or leave the towers' quantize unset")
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-# eleventh pass (one H200; started by p10.sh like driver8.sh). Issue 17: int8 again after the fix (bitsandbytes'
+# eleventh pass (one H200; started by pass.sh). Issue 17: int8 again after the fix (bitsandbytes'
 # Int8Params had left GPU-resident weights in bf16), at the ninth pass's Llama-3-8B variable-length row.
 cd /tmp/repo
 source s/env.sh; export PYTHONPATH=/tmp/site:/tmp/repo CUDA_VISIBLE_DEVICES=0

@@ -1,4 +1,4 @@
-# ninth pass (one H200; started by p8.sh, results under /tmp/results, which watch.sh copies to each call's $OUT).
+# ninth pass (one H200; started by pass.sh, results under /tmp/results, which watch.sh copies to each call's $OUT).
 # Issue 17: both systems profiled at fixed lengths (where mmpeft trails the compiled peer), then int8 speed and the
 # QLoRA peer at Llama-3-8B shapes; issue 19: the one-GPU row of the distributed benchmark on an otherwise idle machine.
 cd /tmp/repo

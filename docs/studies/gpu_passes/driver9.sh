@@ -1,4 +1,4 @@
-# tenth pass (one H200; started by p9.sh like driver8.sh). Issue 17: the packed attention kernels alone (equal rows:
+# tenth pass (one H200; started by pass.sh). Issue 17: the packed attention kernels alone (equal rows:
 # dense SDPA vs variable-length flash vs cuDNN ragged; mixed rows: flash vs cuDNN ragged), then the fixed-length rows
 # with equal packed rows now on dense SDPA, Llama-2-7B and Llama-3-8B shapes, bf16 and fp8 against the compiled peer.
 cd /tmp/repo
