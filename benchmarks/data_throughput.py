@@ -60,7 +60,8 @@ def write_shards(root: Path, samples: int, per_shard: int, image_size: int) -> t
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1200, help="image samples per epoch")
     parser.add_argument("--per-shard", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=384, help="stored JPEG size (decoded, then resized)")

@@ -140,7 +140,7 @@ def summary(per_run: dict[str, dict[str, float]], seeds: list[int]) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--devices", type=int, default=2, help="processes of the data-parallel run")
     p.add_argument("--batch", type=int, default=4, help="rows per rank and step (the single runs: devices x this)")

@@ -104,7 +104,8 @@ def wait_for_config(directory: Path, shape: dict, timeout_s: float = 600.0) -> N
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--accelerator", default="gpu", help="gpu, or cpu for a smoke run at tiny shapes")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--strategy", default="auto", choices=["auto", "ddp", "fsdp"])

@@ -69,7 +69,7 @@ def measure(fn, q, k, v, cu, max_length, scale, iters: int) -> tuple[float, floa
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=32)
     p.add_argument("--head-dim", type=int, default=128)

@@ -118,7 +118,7 @@ def load(directory: Path, systems: list[str] | None) -> dict[str, dict]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
     p.add_argument("directory", type=Path)
     p.add_argument("systems", nargs="*", help="file stems in DIRECTORY (the first is the reference)")
     p.add_argument("--top", type=int, default=15)

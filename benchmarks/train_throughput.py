@@ -393,7 +393,8 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False,
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--shapes", default="llama2-7b", choices=list(LLMS))
     p.add_argument("--batch", type=int, default=8, help="samples per optimizer step")

@@ -107,7 +107,8 @@ def make_prepare(image_root: Path, prompt: str, source: str, annotations: Path):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--annotations", required=True, type=Path, help="COCO captions_*.json")
     parser.add_argument("--image-root", required=True, type=Path, help="directory holding the file_name images")
     parser.add_argument("--karpathy", type=Path, help="optional Karpathy split file (dataset_coco.json)")

@@ -80,7 +80,8 @@ def make_prepare(image_root: Path, pattern: str, suffix: str, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", required=True, type=Path, help="testdev_balanced_questions.json")
     parser.add_argument("--image-root", required=True, type=Path, help="directory of the GQA images")
     parser.add_argument("--image-pattern", default="{image_id}.jpg", help="image file name; field {image_id}")

@@ -77,7 +77,8 @@ def make_prepare(json_path: Path, image_root: Path, source: str, placement: str 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", required=True, type=Path, help="LLaVA conversation JSON (a list of records)")
     parser.add_argument("--image-root", required=True, type=Path, help="directory the 'image' paths are relative to")
     parser.add_argument("--image-placement", choices=PLACEMENTS, default="llava",

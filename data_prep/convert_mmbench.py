@@ -135,7 +135,8 @@ def make_prepare(suffix: str, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tsv", required=True, type=Path, help="the MMBench TSV (e.g. MMBench_DEV_EN.tsv)")
     parser.add_argument("--prompt-suffix", default=DEFAULT_SUFFIX, help="text after the options' newline "
                         "(lmms-eval's default post_prompt)")

@@ -117,7 +117,8 @@ def make_prepare(suffix: str, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mme-root", required=True, type=Path, help="the MME_Benchmark_release_version directory")
     parser.add_argument("--subtasks", nargs="+", default=list(PERCEPTION + COGNITION),
                         choices=list(PERCEPTION + COGNITION), help="subtasks to convert (default: all fourteen)")

@@ -99,7 +99,8 @@ def make_prepare(image_root: Path, suffix: str, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", required=True, type=Path, nargs="+", help="coco_pope_<split>.json file(s)")
     parser.add_argument("--image-root", required=True, type=Path, help="directory of the COCO val2014 images")
     parser.add_argument("--prompt-suffix", default=DEFAULT_SUFFIX, help="text after the question (lmms-eval's "

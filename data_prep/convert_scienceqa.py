@@ -99,7 +99,8 @@ def make_prepare(image_root: Path, split: str, suffix: str, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", required=True, type=Path, help="problems.json")
     parser.add_argument("--pid-splits", required=True, type=Path, help="pid_splits.json")
     parser.add_argument("--image-root", required=True, type=Path, help="the images directory (<split>/<pid>/...)")

@@ -50,7 +50,8 @@ def make_prepare(path: Path, source: str):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jsonl", required=True, type=Path, help="input JSONL file")
     parser.add_argument("--source", default="text", help="source tag stored in each sample")
     add_writer_arguments(parser)

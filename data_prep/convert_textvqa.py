@@ -107,7 +107,8 @@ def make_prepare(image_root: Path, pattern: str, suffix: str, source: str, ocr: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", required=True, type=Path, help="TextVQA_0.5.1_val.json")
     parser.add_argument("--image-root", required=True, type=Path, help="directory of the images (train_images)")
     parser.add_argument("--image-pattern", default="{image_id}.jpg", help="image file name; field {image_id}")

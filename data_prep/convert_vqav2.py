@@ -107,7 +107,8 @@ def make_prepare(image_root: Path, pattern: str, subtype: str, suffix: str, sour
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", required=True, type=Path, help="v2_OpenEnded_mscoco_*_questions.json")
     parser.add_argument("--annotations", required=True, type=Path, help="v2_mscoco_*_annotations.json")
     parser.add_argument("--image-root", required=True, type=Path, help="directory of the COCO images")

@@ -53,7 +53,7 @@ class MMPeftCLI(LightningCLI):
         super().__init__(
             VLMModule, VLDataModule, args=args, run=run, seed_everything_default=0,
             save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False}, auto_configure_optimizers=False, **kwargs,
+            parser_kwargs={"default_env": False, "allow_abbrev": False}, auto_configure_optimizers=False, **kwargs,
         )
 
     def init_parser(self, **kwargs: Any):

@@ -181,6 +181,27 @@ def test_saved_trust_remote_code_is_refused_unless_the_caller_passes_it(saved_di
         cli_main(["export", str(crafted), str(tmp_path / "export")])
 
 
+def test_an_llm_directory_that_names_its_own_code_is_refused_naming_mmpefts_option(tiny, tmp_path):
+    """A config.json with ``auto_map`` (code shipped in the directory): never run, and the error names the option
+    that opts in (transformers' own message names only its keyword, which mmpeft users do not call)."""
+    from mmpeft.towers import LLMTower
+
+    llm = tmp_path / "llm"
+    shutil.copytree(tiny.llm, llm)
+    pwned = tmp_path / "pwned"
+    (llm / "evil.py").write_text(f"open({str(pwned)!r}, 'w').close()\n"
+                                 "from transformers import LlamaConfig as EvilConfig, LlamaForCausalLM as EvilModel\n")
+    config = json.loads((llm / "config.json").read_text())
+    # a model type transformers does not know, so only the directory's code could build it
+    config.update(model_type="evil",
+                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+    (llm / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"(?s)asks to run code it ships.*model\.vlm\.llm\.init_args\."
+                                         r"trust_remote_code=true"):
+        LLMTower(str(llm))
+    assert not pwned.exists(), "nothing in the directory was run"
+
+
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda c: c["vlm"]["llm_adapter"].__setitem__("method", "os.system"), r"key vlm.llm_adapter: AdapterSpec.method"),
     (lambda c: c["vlm"]["vision_adapter"].__setitem__("class_path", "os.system"),

@@ -261,6 +261,34 @@ def test_validate_scores_a_partial_set_when_allowed_and_logs_its_counts(towers, 
             [rows, skipped, lost, lost], run
 
 
+def test_abbreviated_options_are_refused_not_guessed(towers, tmp_path, capsys):
+    """argparse's default prefix matching took ``--trainer.max_step=5`` as ``--trainer.max_steps``: a misspelt
+    option must be an error naming it, in ``fit`` and in every argparse subcommand."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(fit_args(towers, tmp_path, "--trainer.max_step=5", "--print_config"))
+    assert exit_info.value.code != 0 and "trainer.max_step" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["export", "ckpt", str(tmp_path / "out"), "--trust-remote"])
+    assert exit_info.value.code == 2 and "--trust-remote" in capsys.readouterr().err
+
+
+def test_every_argparse_parser_refuses_abbreviations():
+    """Each ``argparse.ArgumentParser(...)`` in mmpeft, data_prep and benchmarks passes ``allow_abbrev=False``."""
+    import ast
+
+    root = Path(__file__).parents[1]
+    missing = []
+    for path in sorted([*(root / "mmpeft").rglob("*.py"), *(root / "data_prep").glob("*.py"),
+                        *(root / "benchmarks").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == \
+                    "ArgumentParser":
+                flags = {k.arg: k.value for k in node.keywords}
+                if not (isinstance(flags.get("allow_abbrev"), ast.Constant) and flags["allow_abbrev"].value is False):
+                    missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not missing, f"ArgumentParser without allow_abbrev=False: {missing}"
+
+
 def stacked(*names):
     return [x for name in names for x in ("--config", name)]
 

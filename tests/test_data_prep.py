@@ -207,6 +207,19 @@ def test_rerun_with_another_image_root_refuses_then_overwrites(tmp_path):
     assert redone["num_samples"] == len(LLAVA_EXPECTED) and all(s["samples"] for s in redone["shards"][:3])
 
 
+def test_conversion_that_keeps_no_sample_fails_naming_the_skips(tmp_path):
+    """Every record lost (here: a wrong --image-root) is an error, not an empty shard and exit status 0."""
+    records = [{"id": f"r{i}", "image": f"img{i}.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat color?"}, {"from": "gpt", "value": "Red."}]} for i in range(3)]
+    json_path = tmp_path / "llava.json"
+    json_path.write_text(json.dumps(records))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"(?s)shards: none of the 3 input items was converted.*missing_image: 3.*"
+                                         r"llava.json\[0\] id='r0'"):
+        convert_llava(json_path, tmp_path / "empty", tmp_path / "shards")
+    assert read_manifest(tmp_path / "shards")["skipped"] == {"missing_image": 3}, "the manifest still records why"
+
+
 def test_rerun_with_changed_input_or_placement_refuses(tmp_path):
     json_path, images = llava_fixture(tmp_path)
     out = tmp_path / "shards"

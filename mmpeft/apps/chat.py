@@ -27,7 +27,7 @@ COMMANDS = "/image PATH (attach to your next message), /reset, /help, /quit"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmpeft chat", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft chat", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", action="append", default=[], metavar="PATH",
                    help="an image for the first message (repeatable)")

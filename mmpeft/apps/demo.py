@@ -316,7 +316,7 @@ def load_eval(run_dir: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="mmpeft demo", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few samples and steps (CI)")
     parser.add_argument("--out", default=None, help="run directory (default runs/demo or runs/demo-quick)")

@@ -19,7 +19,7 @@ FORMATS = ("mmpeft", "hf-llava")
 def main(argv: list[str] | None = None) -> Path:
     from mmpeft.checkpoint import add_loading_flags, export, load_pretrained, loading_options
 
-    parser = argparse.ArgumentParser(prog="mmpeft export", description=__doc__,
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint directory (save_trainable output or a training checkpoint)")
     parser.add_argument("output", help="export directory (replaced atomically)")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(prog="mmpeft fisher", description=__doc__, epilog="Every other option is a fit "
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     prog="mmpeft fisher", description=__doc__, epilog="Every other option is a fit "
                                      "option (mmpeft fit --help); data.text_shards is the data it runs on.")
     parser.add_argument("--output", required=True, help="safetensors file to write")
     parser.add_argument("--batches", type=int, default=None, help="batches to use (default: all of text_shards)")

@@ -23,7 +23,7 @@ from mmpeft.apps.inference_options import add_inference_flags, load_from_flags
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmpeft generate", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, metavar="PROMPTS.jsonl", help="the prompts file")
     p.add_argument("--output", required=True, metavar="OUT.jsonl", help="predictions file (replaced atomically)")

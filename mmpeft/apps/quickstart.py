@@ -116,7 +116,7 @@ def run(workdir: str | Path = "runs/quickstart", steps: int = 150, seed: int = 0
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """``mmpeft quickstart [--workdir DIR] [--steps N]``."""
-    parser = argparse.ArgumentParser(prog="mmpeft quickstart", description=__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft quickstart", description=__doc__)
     parser.add_argument("--workdir", default="runs/quickstart", help="where towers, checkpoint and export go")
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps")
     args = parser.parse_args(argv)

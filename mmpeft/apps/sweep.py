@@ -37,7 +37,7 @@ STATES = {"new": "to run", "fit": "to run again from the start", "resume": "to r
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmpeft sweep", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", help="the sweep file (YAML; schema in mmpeft/sweeps/spec.py)")
     p.add_argument("--executor", choices=("local", "submitit-local", "slurm"), default="local")

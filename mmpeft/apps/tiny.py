@@ -180,7 +180,8 @@ def save_tiny_shards(directory: str | Path, *, image_samples: int = 64, text_sam
 
 def main(argv: list[str] | None = None) -> Path:
     """``mmpeft tiny-towers [DIR]``: prints and returns the directory."""
-    parser = argparse.ArgumentParser(prog="mmpeft tiny-towers", description=save_tiny_towers.__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     prog="mmpeft tiny-towers", description=save_tiny_towers.__doc__)
     parser.add_argument("directory", nargs="?", default=None,
                         help="where to write them (default $MMPEFT_CACHE/tiny, ~/.cache/mmpeft/tiny unless set: where "
                              "configs/model/tiny.yaml and configs/data/tiny.yaml look, as zoo:tiny/...)")

@@ -294,12 +294,18 @@ def write_shards_from_args(args, items: Sequence[Any], prepare: Callable[[Any], 
                            *, converter: str, options: dict[str, Any], inputs: dict[str, Path]) -> dict[str, Any]:
     """``write_shards`` for a data_prep script: ``converter`` (its name), ``options`` (every option that shapes
     the output; paths resolved) and ``inputs`` (option name -> input file, hashed) make its fingerprint. A refused
-    resume exits with the message."""
+    resume exits with the message, and so does a conversion that kept no sample of a non-empty input (a wrong
+    image root or field: an empty output is never what was asked for; the manifest still records the skips)."""
     fingerprint = {"converter": converter, "options": options,
                    "inputs": {name: file_fingerprint(path) for name, path in inputs.items() if path is not None}}
+    skips = SkipLog(strict=args.strict)
     try:
-        return write_shards(items, prepare, args.out, prefix=args.prefix, samples_per_shard=args.samples_per_shard,
-                            skips=SkipLog(strict=args.strict), workers=args.workers, description=description,
-                            fingerprint=fingerprint, overwrite=args.overwrite)
+        manifest = write_shards(items, prepare, args.out, prefix=args.prefix,
+                                samples_per_shard=args.samples_per_shard, skips=skips, workers=args.workers,
+                                description=description, fingerprint=fingerprint, overwrite=args.overwrite)
     except OutputMismatch as e:
         raise SystemExit(str(e)) from e
+    if manifest["input_items"] and not manifest["num_samples"]:
+        raise SystemExit(f"{args.out}: none of the {manifest['input_items']} input items was converted; "
+                         + skips.report("input items") + "\nFix the cause above (e.g. the image root) and run again.")
+    return manifest

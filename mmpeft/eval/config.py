@@ -43,7 +43,7 @@ class EvalConfig:
 
 def eval_config_parser() -> ArgumentParser:
     """The schema of an eval config file (module docstring)."""
-    parser = ArgumentParser(exit_on_error=False, default_env=False)
+    parser = ArgumentParser(allow_abbrev=False, exit_on_error=False, default_env=False)
     parser.add_argument("--tasks", type=list[EvalTask], default=[], help="evaluation tasks (class_path/init_args)")
     parser.add_argument("--batch_size", type=int | None, default=None, help="samples per generation batch")
     parser.add_argument("--max_new_tokens", type=int | None, default=None,

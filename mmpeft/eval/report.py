@@ -200,7 +200,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="mmpeft report", description=__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft report", description=__doc__)
     parser.add_argument("runs", nargs="*", help="run directories (or --sweep / --from-jsonl)")
     parser.add_argument("--out", help="output directory (default runs/report; with --sweep SWEEP_DIR/report; with "
                                       "--from-jsonl the JSONL's directory)")

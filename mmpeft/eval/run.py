@@ -91,7 +91,7 @@ def with_caption_tokenizer(tasks: list[EvalTask], tokenizer: str | None) -> list
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mmpeft eval", description=__doc__,
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="mmpeft eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint or export directory")
     p.add_argument("--config", action="append", default=[], metavar="FILE",

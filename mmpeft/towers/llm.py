@@ -74,6 +74,17 @@ class LLMTower(nn.Module):
                 model = AutoModelForCausalLM.from_pretrained(
                     name, dtype=resolve_dtype(dtype), attn_implementation=attn_implementation, **common
                 )
+        except ValueError as e:
+            if trust_remote_code or "trust_remote_code" not in str(e):
+                raise
+            # transformers' message names its own keyword; say which mmpeft option it is, and never set it here
+            raise ValueError(
+                f"The LLM {name!r} asks to run code it ships (classes named in auto_map of its config files, for a "
+                "model transformers cannot build itself); mmpeft runs no code a model directory names unless told to. "
+                "After reading that code, opt in with model.vlm.llm.init_args.trust_remote_code=true (a run saved so "
+                "loads again only with --trust-remote-code). A checkpoint or export saved without it never needed "
+                "it: its LLM directory has changed since."
+            ) from e
         except SafetensorError as e:  # a weights file cut short (an interrupted copy)
             raise ValueError(f"A weights file of the LLM {name!r} is damaged ({e}): copy the model directory again "
                              "from where it was written.") from e
