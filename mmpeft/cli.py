@@ -53,7 +53,10 @@ class MMPeftCLI(LightningCLI):
         super().__init__(
             VLMModule, VLDataModule, args=args, run=run, seed_everything_default=0,
             save_config_callback=RunConfigSaver, save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False, "allow_abbrev": False}, auto_configure_optimizers=False, **kwargs,
+            # no abbreviations: argparse would take --trainer.max_step as max_steps; "mmpeft" names the command in
+            # usage lines and tips whatever the launcher (python -m, a sweep's job) was
+            parser_kwargs={"default_env": False, "allow_abbrev": False, "prog": "mmpeft"},
+            auto_configure_optimizers=False, **kwargs,
         )
 
     def init_parser(self, **kwargs: Any):

@@ -288,9 +288,28 @@ if args[0] == "fit":
 def fake(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sweep_app, "LAUNCHER", (sys.executable, "-c", FAKE_MMPEFT))
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump({"name": "f", "out": "out", "configs": ["trainer/cpu.yaml"],
-                                                     "grid": {"model.lr.projector": [0.1, -1, 0.2]}}))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "f", "out": "out", "configs": ["trainer/cpu.yaml", "model/tiny.yaml", "data/tiny.yaml"],
+        "grid": {"model.lr.projector": [0.1, -1, 0.2]}}))
     return tmp_path
+
+
+def test_misspelt_options_stop_the_sweep_before_any_run(fake):
+    text = (fake / "s.yaml").read_text()
+    (fake / "s.yaml").write_text(text.replace("configs:", "args: ['--trainer.max_stepz=9']\nconfigs:"))
+    with pytest.raises(ValueError, match=r"(?s)the options of 3 sweep steps do not parse, so no run was started:.*"
+                                         r"projector=-1 \(fit\): error: unrecognized arguments: "
+                                         r"--trainer.max_stepz=9.*mmpeft fit --help"):
+        sweep_app.main(["s.yaml", "--dry-run"])
+    with pytest.raises(ValueError, match="no run was started"):
+        sweep_app.main(["s.yaml"])
+    assert not (fake / "out").exists()
+    data = yaml.safe_load(text)
+    data["eval"] = {"args": ["--vqa_typo", "x"]}
+    (fake / "s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError,
+                       match=r"projector=0.1 \(eval\): mmpeft eval: error: unrecognized arguments: --vqa_typo"):
+        sweep_app.main(["s.yaml", "--dry-run"])
 
 
 def test_failed_run_is_reported_and_retried(fake, capsys):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmpeft.sweeps.local import Slot, launch_local, minutes, say, schedule, slots
+from mmpeft.sweeps.preflight import check_run_options
 from mmpeft.sweeps.record import write_sweep_files
 from mmpeft.sweeps.runner import JobSettings, changed_runs, command_line, read_record, run_state
 from mmpeft.sweeps.spec import Sweep, load_sweep
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          + "; ".join(changed) + ". Give the sweep another out directory, or delete those runs")
     states = {run.key: run_state(run, read_record(Path(cwd) / run.run_dir), Path(cwd) / run.run_dir) for run in runs}
     todo = [run for run in runs if states[run.key] != "done"]
+    check_run_options(todo)  # a misspelt option is one error now, not one failed run each
     if args.dry_run:
         example = JobSettings(LAUNCHER, cwd, free[0].threads, free[0].gpu) if free else JobSettings(LAUNCHER, cwd)
         only = f" ({len(runs)} selected by --only)" if args.only else ""
