@@ -55,6 +55,7 @@ def rerun_by_hand_trains_the_same_weights(run: Path) -> None:
     done = subprocess.run(["sh", str(by_demo / "command.txt")], env={**os.environ, "PATH": path},
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("Seed set to") == 1, "each Lightning log line once (it was printed twice)"
     demo_weights = model_tensors(by_demo / "checkpoints" / "last.ckpt")
     hand_weights = model_tensors(run / "checkpoints" / "last.ckpt")
     assert demo_weights.keys() == hand_weights.keys() and len(demo_weights) > 10

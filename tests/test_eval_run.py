@@ -100,6 +100,15 @@ def test_train_with_probe_curves_then_eval_and_report(towers, tmp_path):
     assert "| plain | 4 |" in table and "| kl | 4 |" in table
 
 
+def test_report_says_why_a_row_or_the_curves_are_missing(tmp_path, capsys):
+    (tmp_path / "trained_only").mkdir()
+    result = cli_main(["report", str(tmp_path / "trained_only"), "--out", str(tmp_path / "report")])
+    assert {p.name for p in result["files"]} == {"report.json", "report.md"}
+    printed = capsys.readouterr().out
+    assert f"{tmp_path / 'trained_only'}: no eval/*.json yet (mmpeft eval --checkpoint" in printed
+    assert "no curves.png: no run logged in-loop probes" in printed
+
+
 def test_eval_refuses_vqa_records_without_answers(towers, tmp_path):
     from mmpeft.eval.tasks.vqa import score_vqa
 

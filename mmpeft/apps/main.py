@@ -64,7 +64,7 @@ VERBS: dict[str, Verb] = {
                      module_main("mmpeft.apps.generate")),
     "report": Verb("table and plots across run directories", module_main("mmpeft.eval.report")),
     "sweep": Verb("grid of configs x seeds, run locally or on SLURM", module_main("mmpeft.apps.sweep")),
-    "demo": Verb("train, score and compare two recipes on the embedded towers, offline on a CPU (12 min)",
+    "demo": Verb("train, score and compare two recipes on the embedded towers, offline on a CPU (about 10 min)",
                  module_main("mmpeft.apps.demo")),
     "export": Verb("merge a checkpoint's adapters into a standalone model directory",
                    module_main("mmpeft.apps.export")),
@@ -122,6 +122,14 @@ def main() -> None:
     ``RuntimeError``) ends with its message and exit code 2, not a traceback; ``MMPEFT_DEBUG=1`` shows it."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # the lightning package prints its records through a handler of its own and also passes them up to the root
+    # handler above: every Lightning line came twice
+    logging.getLogger("lightning").propagate = False
+    # printed by every command that imports peft (which imports torchao and bitsandbytes when installed), about
+    # those libraries' internals, not the user's run: torchao's enum registration that torch deprecated, and
+    # bitsandbytes' optional `kernels` package for its CPU 4-bit matmul
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     try:
         cli_main()
     except (ValueError, OSError, RuntimeError) as error:

@@ -230,4 +230,11 @@ def main(argv: list[str]) -> dict[str, Any]:
     result = write_report(args.runs, out)
     print((Path(out) / "report.md").read_text())
     print("wrote", ", ".join(str(f) for f in result["files"]))
+    for row in result["rows"]:
+        if row["step"] is None:  # an empty row in the tables: say why
+            print(f"{row['run_dir']}: no eval/*.json yet (mmpeft eval --checkpoint "
+                  f"{Path(row['run_dir']) / 'checkpoints' / 'last.ckpt'} ... writes one)")
+    if not any(row["curves"] for row in result["rows"]):
+        print("no curves.png: no run logged in-loop probes (mmpeft.callbacks.probes.ForgettingProbes) in its "
+              "metrics.csv")
     return result
