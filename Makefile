@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(OFFLINE) $(BIN)/mmpeft demo
 
 test: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(OFFLINE) $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmpeft tests

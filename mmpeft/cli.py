@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -35,8 +35,10 @@ from mmpeft.callbacks.step_progress import step_progress
 from mmpeft.callbacks.trackers import check_trackers_installed, place_in_run_dir
 from mmpeft.config_files import config_values, load_config_value, packaged_configs, resolve_config_args
 from mmpeft.data.datamodule import VLDataModule, check_data_options
+from mmpeft.data.shard_specs import resolve_shards
 from mmpeft.module import VLMModule
 from mmpeft.optimization import LearningRates, check_optimizer_options
+from mmpeft.option_errors import explain as explain_option_error
 
 AUTO_OPTIMIZER_OPTIONS = ("optimizer", "lr_scheduler")  # LightningCLI's, switched off (auto_configure_optimizers)
 
@@ -76,7 +78,7 @@ class MMPeftCLI(LightningCLI):
             return
         args = resolve_config_args(sys.argv[1:] if args is None else args)
         refuse_auto_optimizer(args)
-        self.config = parser.parse_args(args)
+        self.config = parse_or_explain(parser, args)
 
     def before_instantiate_classes(self) -> None:
         """Check the options that need no tower before any tower loads (a bad learning rate should not cost a
@@ -144,6 +146,26 @@ class MMPeftCLI(LightningCLI):
         self.connect_data()
 
 
+def parse_or_explain(parser, args: list[str]) -> Namespace:
+    """``parser.parse_args(args)``; an option that does not parse raises ``ValueError`` naming it, where it was set
+    and the nearest valid names (``mmpeft.option_errors``), instead of jsonargparse's usage text and exit."""
+    action = parser._subcommands_action  # jsonargparse keeps no public accessor; None without subcommands (run=False)
+    subparsers = action._name_parser_map if action is not None else {}
+    every = [parser, *subparsers.values()]
+    for p in every:
+        p.exit_on_error = False
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as e:
+        subcommand = next((a for a in args if a in subparsers), "fit")
+        command = subparsers.get(subcommand, parser)
+        known = [a.dest for a in command._actions]
+        raise ValueError(explain_option_error(str(e), args, known, subcommand)) from None
+    finally:
+        for p in every:
+            p.exit_on_error = True
+
+
 def refuse_auto_optimizer(args: list[str]) -> None:
     """Raise ValueError for LightningCLI's ``--optimizer`` / ``--lr_scheduler``, on the command line or as a key of a
     ``--config`` file, naming mmpeft's own options: a single auto-configured optimizer would silently replace the
@@ -187,6 +209,15 @@ def refuse_fresh_fit_over_a_run(run_dir: Path, ckpt_path: str | None) -> None:
                          "or train a new run in another --run_dir (or delete this one first)")
 
 
+def shards_read(subcommand: str | None, data: dict[str, Any], trainer: dict[str, Any]) -> list[str]:
+    """The ``data.*_shards`` options that ``subcommand`` reads for certain (set, and not switched off by
+    ``text_ratio: 0`` or ``limit_val_batches: 0``); others may name shards written later or never."""
+    wanted = {"fit": ["train_shards"] + (["text_shards"] if data.get("text_ratio") else [])
+              + ([] if trainer.get("limit_val_batches") == 0 else ["val_shards"]),
+              "validate": ["val_shards"], "test": ["test_shards"]}.get(subcommand or "", [])
+    return [key for key in wanted if data.get(key) is not None]
+
+
 def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
     """Validate model / data / trainer options from the parsed config, before anything is built.
 
@@ -201,6 +232,11 @@ def check_run_options(config: dict[str, Any], subcommand: str | None) -> None:
         "text_ratio", "text_shards", "batch_size", "eval_batch_size", "num_workers", "max_length", "shuffle_buffer",
         "bucket_window", "resampled", "rows_per_epoch", "sources", "train_shards")})
     trainer = config.get("trainer") or {}
+    for key in shards_read(subcommand, data, trainer):  # a missing directory should not wait for the towers to load
+        try:
+            resolve_shards(data[key])
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"data.{key}: {e}") from e
     max_steps = trainer.get("max_steps")
     if subcommand == "fit" and (max_steps is None or max_steps <= 0):
         raise ValueError(f"trainer.max_steps={max_steps}: set a positive number of optimizer steps (the learning "

@@ -104,8 +104,8 @@ LAYERS = [
     ("persistence", ["mmpeft.checkpoint", "mmpeft.model_config", "mmpeft.base_paths", "mmpeft.stage_init",
                      "mmpeft.hf_llava_export", "mmpeft.hf_vision_export", "mmpeft.tied_weights"]),
     ("evaluation", ["mmpeft.eval", "mmpeft.inference"]),
-    ("training", ["mmpeft.module", "mmpeft.training_mode", "mmpeft.cli", "mmpeft.optimization",
-                  "mmpeft.data.datamodule", "mmpeft.callbacks"]),
+    ("training", ["mmpeft.module", "mmpeft.training_mode", "mmpeft.cli", "mmpeft.option_errors",
+                  "mmpeft.optimization", "mmpeft.data.datamodule", "mmpeft.callbacks"]),
     ("sweeps", ["mmpeft.sweeps"]),
     ("apps", ["mmpeft.apps"]),
 ]

@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmpeft.apps.sweep_preflight import check_run_options
 from mmpeft.sweeps.local import Slot, launch_local, minutes, say, schedule, slots
-from mmpeft.sweeps.preflight import check_run_options
 from mmpeft.sweeps.record import write_sweep_files
 from mmpeft.sweeps.runner import JobSettings, changed_runs, command_line, read_record, run_state
 from mmpeft.sweeps.spec import Sweep, load_sweep

@@ -2,7 +2,6 @@
 machine or as submitit / SLURM jobs, restartable. ``mmpeft sweep`` (``mmpeft.apps.sweep``) is the command.
 
 - ``spec``: the sweep file: its schema, checks and expansion into runs (``load_sweep``)
-- ``preflight``: every config's fit / eval options parsed before any run starts
 - ``runner``: one run's steps, its records, skip / resume / lock (``run_steps``)
 - ``local``: slots (GPU, CPU threads), the scheduler and the local executor
 - ``submit``: the submitit executors (``submitit-local``, ``slurm``)

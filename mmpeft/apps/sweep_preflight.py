@@ -2,7 +2,8 @@
 
 Without it a misspelt option in a sweep file's ``args`` (or a grid key) failed each run on its own, after the
 run's process had started, with one log per run to read. Parsing builds nothing (no towers, no data): about 0.2 s
-per config on a CPU.
+per config on a CPU. An app, not part of ``mmpeft.sweeps``: it parses with the training CLI in the ``mmpeft sweep``
+process, while the sweep library stays free of torch and Lightning (its runs are subprocesses).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def parse_error(args: Sequence[str]) -> str | None:
                 parser().parse_args(rest)
             else:
                 raise ValueError(f"a sweep step runs 'fit' or 'eval', not {verb!r}")
+    except ValueError as e:  # the training CLI explains an option it cannot parse (mmpeft.option_errors)
+        return "; ".join(line for line in str(e).splitlines() if not line.startswith("(mmpeft "))
     except SystemExit as e:
         if e.code in (0, None):
             return None
