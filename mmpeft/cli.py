@@ -152,6 +152,7 @@ def parse_or_explain(parser, args: list[str]) -> Namespace:
     action = parser._subcommands_action  # jsonargparse keeps no public accessor; None without subcommands (run=False)
     subparsers = action._name_parser_map if action is not None else {}
     every = [parser, *subparsers.values()]
+    before = [p.exit_on_error for p in every]
     for p in every:
         p.exit_on_error = False
     try:
@@ -162,8 +163,8 @@ def parse_or_explain(parser, args: list[str]) -> Namespace:
         known = [a.dest for a in command._actions]
         raise ValueError(explain_option_error(str(e), args, known, subcommand)) from None
     finally:
-        for p in every:
-            p.exit_on_error = True
+        for p, value in zip(every, before):
+            p.exit_on_error = value
 
 
 def refuse_auto_optimizer(args: list[str]) -> None:
@@ -210,8 +211,9 @@ def refuse_fresh_fit_over_a_run(run_dir: Path, ckpt_path: str | None) -> None:
 
 
 def shards_read(subcommand: str | None, data: dict[str, Any], trainer: dict[str, Any]) -> list[str]:
-    """The ``data.*_shards`` options that ``subcommand`` reads for certain (set, and not switched off by
-    ``text_ratio: 0`` or ``limit_val_batches: 0``); others may name shards written later or never."""
+    """The ``data.*_shards`` options that ``subcommand`` is set up to read (set, and not switched off by
+    ``text_ratio: 0`` or ``limit_val_batches: 0``); others may name shards written later or never. A fit whose
+    validation never comes round (``val_check_interval`` past ``max_steps``) is still asked for its val shards."""
     wanted = {"fit": ["train_shards"] + (["text_shards"] if data.get("text_ratio") else [])
               + ([] if trainer.get("limit_val_batches") == 0 else ["val_shards"]),
               "validate": ["val_shards"], "test": ["test_shards"]}.get(subcommand or "", [])

@@ -43,14 +43,18 @@ def explain(message: str, args: Sequence[str], known: Iterable[str], subcommand:
                              f"{_did_you_mean(key, known, prefix='--')}")
     if (match := _CLASS_OPTION.search(message)) is not None:
         class_path, option = match.groups()
-        under = " -> ".join(_PARSER_KEY.findall(message[: match.start()]))
+        keys = _PARSER_KEY.findall(message[: match.start()])
+        under = " -> ".join(keys)
         accepted = _init_parameters(class_path)
         hint = _did_you_mean(option, accepted, quote=True) if accepted else ""
-        lines.append(f"{option!r}{_where(option, args, leaf=True)} is not an argument of {class_path}"
+        where = _where(option, args, within=keys[0] if keys else None)
+        lines.append(f"{option!r}{where} is not an argument of {class_path}"
                      f"{f' (under {under})' if under else ''}{hint}")
     if not lines:  # a wrong value rather than a wrong name: jsonargparse's text names the key and what it expected
-        lines = [message.strip()] + [f"{key} is set{where}; the last one given wins"
-                                     for key in _PARSER_KEY.findall(message)[:1] if (where := _where(key, args))]
+        keys = _PARSER_KEY.findall(message)
+        # only a plain key: for a nested one the outer key's places say nothing about the inner value
+        lines = [message.strip()] + [f"{keys[0]} is set{where}; the last one given wins"
+                                     for _ in keys[:1] if len(keys) == 1 and (where := _where(keys[0], args))]
     return "\n".join(lines) + (f"\n(mmpeft {subcommand} --help lists the options; --print_config shows the merged "
                                "config)")
 
@@ -63,24 +67,24 @@ def _did_you_mean(key: str, known: Sequence[str], prefix: str = "", quote: bool 
     return f"; did you mean {' or '.join(names)}?"
 
 
-def _where(key: str, args: Sequence[str], leaf: bool = False) -> str:
-    """`` (in FILE, FILE; on the command line)``: the --config values that set ``key`` (dotted; with ``leaf`` a
-    key of that name anywhere in the file) and whether an argument names it; ``""`` when nothing does."""
-    places = [value for value in config_values(args) if _sets(load_config_value(value), key, leaf)]
+def _where(key: str, args: Sequence[str], within: str | None = None) -> str:
+    """`` (in FILE, FILE; on the command line)``: the --config values that set ``key`` and whether an argument
+    names it; ``""`` when nothing does. ``key`` is dotted from the top, or with ``within`` (a dotted key) a key of
+    that name anywhere under it (a class's argument, below its ``init_args``)."""
+    places = [value for value in config_values(args) if _sets(load_config_value(value), key, within)]
     places = [f"in {', '.join(places)}"] if places else []
-    if any(a.startswith("--") and re.search(rf"(^|[.-]){re.escape(key)}(=|$)", a[2:]) for a in args):
+    prefix = rf"{re.escape(within)}\.(.*\.)?" if within else r"(^|.*[.-])"
+    if any(a.startswith("--") and re.match(rf"{prefix}{re.escape(key)}(=|$)", a[2:]) for a in args):
         places.append("on the command line")
     return f" ({'; '.join(places)})" if places else ""
 
 
-def _sets(tree: object, key: str, leaf: bool) -> bool:
-    if leaf:
-        return _has_key_anywhere(tree, key)
-    for part in key.split("."):
+def _sets(tree: object, key: str, within: str | None) -> bool:
+    for part in (within or key).split("."):
         if not isinstance(tree, dict) or part not in tree:
             return False
         tree = tree[part]
-    return True
+    return _has_key_anywhere(tree, key) if within else True
 
 
 def _has_key_anywhere(tree: object, name: str) -> bool:

@@ -145,14 +145,8 @@ MIXED_ROWS = [
 
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory):
-    """One conversion per test session (about 20 s), in a private cache shared by ``make test``'s xdist workers:
-    the converted SmolLM2 is 0.5 GB of float32, and ``zoo.cached_entry`` locks, so one worker converts and the
-    other waits and reuses it (a full disk once failed CI with two copies)."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the controller's base directory, above each worker's popen-gwN
-    path = root / "zoo"
-    path.mkdir(exist_ok=True)
+    """One conversion per test session (about 20 s), in a private cache."""
+    path = tmp_path_factory.mktemp("zoo")
     mp = pytest.MonkeyPatch()
     mp.setenv("MMPEFT_CACHE", str(path))
     yield path

@@ -326,6 +326,9 @@ def test_a_misspelt_option_names_its_file_and_the_nearest_names(tmp_path, capsys
         assert str(raised.value).endswith("(mmpeft fit --help lists the options; --print_config shows the merged "
                                           "config)")
     assert capsys.readouterr().err == "", "no usage text"
+    with pytest.raises(ValueError, match=r"random_weights") as raised:  # a nested value: no outer key's files named
+        cli_main(["fit", *base, "--model.vlm.init_args.llm.init_args.random_weights=maybe", "--print_config"])
+    assert "the last one given wins" not in str(raised.value)
 
 
 def stacked(*names):

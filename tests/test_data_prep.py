@@ -215,9 +215,16 @@ def test_conversion_that_keeps_no_sample_fails_naming_the_skips(tmp_path):
     json_path.write_text(json.dumps(records))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=r"(?s)shards: none of the 3 input items was converted.*missing_image: 3.*"
-                                         r"llava.json\[0\] id='r0'"):
+                                         r"llava.json\[0\] id='r0'.*run again with --overwrite"):
         convert_llava(json_path, tmp_path / "empty", tmp_path / "shards")
     assert read_manifest(tmp_path / "shards")["skipped"] == {"missing_image": 3}, "the manifest still records why"
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), "red").save(tmp_path / "images" / f"img{i}.png")
+    fixed = convert_llava(json_path, tmp_path / "images", tmp_path / "shards", "--overwrite")  # as the message says
+    assert fixed["num_samples"] == 3 and fixed["skipped"] == {}
 
 
 def test_rerun_with_changed_input_or_placement_refuses(tmp_path):

@@ -305,6 +305,11 @@ def test_misspelt_options_stop_the_sweep_before_any_run(fake):
         sweep_app.main(["s.yaml"])
     assert not (fake / "out").exists()
     data = yaml.safe_load(text)
+    data["configs"] = ["trainer/cpu.yaml", "data/tiny.yaml"]  # no model: validated, not only parsed
+    (fake / "s.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=r"(?s)no run was started:.*projector=0.1 \(fit\): .*model.vlm"):
+        sweep_app.main(["s.yaml", "--dry-run"])
+    data = yaml.safe_load(text)
     data["eval"] = {"args": ["--vqa_typo", "x"]}
     (fake / "s.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ValueError,

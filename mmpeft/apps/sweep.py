@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          + "; ".join(changed) + ". Give the sweep another out directory, or delete those runs")
     states = {run.key: run_state(run, read_record(Path(cwd) / run.run_dir), Path(cwd) / run.run_dir) for run in runs}
     todo = [run for run in runs if states[run.key] != "done"]
-    check_run_options(todo)  # a misspelt option is one error now, not one failed run each
+    if not (args.executor == "slurm" and args.slurm_setup):  # setup lines give the jobs another environment
+        check_run_options(todo)  # a misspelt option is one error now, not one failed run each
     if args.dry_run:
         example = JobSettings(LAUNCHER, cwd, free[0].threads, free[0].gpu) if free else JobSettings(LAUNCHER, cwd)
         only = f" ({len(runs)} selected by --only)" if args.only else ""

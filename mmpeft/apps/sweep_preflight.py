@@ -41,9 +41,10 @@ def parse_error(args: Sequence[str]) -> str | None:
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             if verb == "fit":
-                from mmpeft.cli import MMPeftCLI
-
-                MMPeftCLI(args=["fit", *rest, "--print_config"])  # prints the config and exits 0: nothing built
+                try:
+                    _parse_only_cli()(args=["fit", *rest])
+                except _Parsed:
+                    return None
             elif verb == "eval":
                 from mmpeft.eval.run import parser
 
@@ -59,3 +60,20 @@ def parse_error(args: Sequence[str]) -> str | None:
         errors = [line for line in lines if "error: " in line]  # "PROG: error: ..." (argparse), "error: ..."
         return "; ".join(errors or lines[-1:]) or f"exit code {e.code}"
     return None
+
+
+class _Parsed(Exception):
+    """Raised once the fit options parsed and validated: nothing after parsing runs."""
+
+
+def _parse_only_cli():
+    """``MMPeftCLI`` stopped right after jsonargparse parsed and validated the options (required keys, types,
+    class paths); ``--print_config`` would have exited before validating them."""
+    from mmpeft.cli import MMPeftCLI
+
+    class ParseOnly(MMPeftCLI):
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            raise _Parsed
+
+    return ParseOnly

@@ -307,5 +307,6 @@ def write_shards_from_args(args, items: Sequence[Any], prepare: Callable[[Any], 
         raise SystemExit(str(e)) from e
     if manifest["input_items"] and not manifest["num_samples"]:
         raise SystemExit(f"{args.out}: none of the {manifest['input_items']} input items was converted; "
-                         + skips.report("input items") + "\nFix the cause above (e.g. the image root) and run again.")
+                         + skips.report("input items") + "\nFix the cause above (e.g. the image root) and run "
+                         "again with --overwrite (this empty output records the options and skips it was made with).")
     return manifest

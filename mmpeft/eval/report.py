@@ -231,7 +231,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     print((Path(out) / "report.md").read_text())
     print("wrote", ", ".join(str(f) for f in result["files"]))
     for row in result["rows"]:
-        if row["step"] is None:  # an empty row in the tables: say why
+        if "missing" not in row:  # no eval file at all (an exported model's eval has step None): say why
             print(f"{row['run_dir']}: no eval/*.json yet (mmpeft eval --checkpoint "
                   f"{Path(row['run_dir']) / 'checkpoints' / 'last.ckpt'} ... writes one)")
     if not any(row["curves"] for row in result["rows"]):
