@@ -25,6 +25,7 @@ import torch
 from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.strategies import FSDPStrategy
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
@@ -122,8 +123,6 @@ class VLMModule(L.LightningModule):
     # ------------------------------------------------------------------ lifecycle
 
     def setup(self, stage: str) -> None:
-        from lightning.pytorch.strategies import FSDPStrategy
-
         if isinstance(self.trainer.strategy, FSDPStrategy):
             check_shardable(self.vlm)
         self.vlm.run_vision_always = self._distributed
@@ -184,8 +183,6 @@ class VLMModule(L.LightningModule):
         Only on the first batch of an optimizer step (Lightning's own zero_grad rule): Lightning runs the other
         batches of an accumulation under FSDP's ``no_sync()``, where the gradient a forward meets is the unsharded
         one, of the unsharded weights' dtype and size, which dynamo fakes without error."""
-        from lightning.pytorch.strategies import FSDPStrategy
-
         if (self.compile_llm_layers and isinstance(self.trainer.strategy, FSDPStrategy)
                 and batch_idx % self.trainer.accumulate_grad_batches == 0):
             self.zero_grad(set_to_none=True)

@@ -45,16 +45,16 @@ def explain(message: str, args: Sequence[str], known: Iterable[str], subcommand:
         class_path, option = match.groups()
         keys = _PARSER_KEY.findall(message[: match.start()])
         under = " -> ".join(keys)
-        accepted = _init_parameters(class_path)
-        hint = _did_you_mean(option, accepted, quote=True) if accepted else ""
         where = _where(option, args, within=keys[0] if keys else None)
         lines.append(f"{option!r}{where} is not an argument of {class_path}"
-                     f"{f' (under {under})' if under else ''}{hint}")
+                     f"{f' (under {under})' if under else ''}"
+                     f"{_did_you_mean(option, _init_parameters(class_path), quote=True)}")
     if not lines:  # a wrong value rather than a wrong name: jsonargparse's text names the key and what it expected
+        lines = [message.strip()]
         keys = _PARSER_KEY.findall(message)
         # only a plain key: for a nested one the outer key's places say nothing about the inner value
-        lines = [message.strip()] + [f"{keys[0]} is set{where}; the last one given wins"
-                                     for _ in keys[:1] if len(keys) == 1 and (where := _where(keys[0], args))]
+        if len(keys) == 1 and (where := _where(keys[0], args)):
+            lines.append(f"{keys[0]} is set{where}; the last one given wins")
     return "\n".join(lines) + (f"\n(mmpeft {subcommand} --help lists the options; --print_config shows the merged "
                                "config)")
 

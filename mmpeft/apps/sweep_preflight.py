@@ -9,6 +9,7 @@ process, while the sweep library stays free of torch and Lightning (its runs are
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from collections.abc import Sequence
 
@@ -66,6 +67,7 @@ class _Parsed(Exception):
     """Raised once the fit options parsed and validated: nothing after parsing runs."""
 
 
+@functools.cache  # one class for every config a sweep checks
 def _parse_only_cli():
     """``MMPeftCLI`` stopped right after jsonargparse parsed and validated the options (required keys, types,
     class paths); ``--print_config`` would have exited before validating them."""
