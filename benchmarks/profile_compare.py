@@ -68,9 +68,49 @@ def kernel_table(events, device: str) -> dict[str, list[float]]:
     return table
 
 
-def write_kernels(path: Path, events, device: str, steps: int) -> None:
+def device_idle(spans: list[tuple[str, bool, int, int]], steps: int, top: int = 12) -> dict:
+    """The device's idle time within the profiled steps: ``spans`` are ``(name, on_device, start_ns, end_ns)``
+    (``ProfilerStep#N`` ranges bound the steps; device kernels and copies are the work).
+
+    Returns ``{"step_ms", "busy_ms", "idle_ms"}`` per step and ``"gaps"``: the ``top`` longest idle stretches as
+    ``[ms, kernel before, kernel after]`` (what the device waited to be given: the kernel after).
+    """
+    bounds = [(a, b) for name, on_device, a, b in spans if not on_device and name.startswith("ProfilerStep")]
+    if not bounds:
+        return {}
+    lo, hi = min(a for a, _ in bounds), max(b for _, b in bounds)
+    work = sorted((max(a, lo), min(b, hi), name) for name, on_device, a, b in spans
+                  if on_device and b > lo and a < hi and b > a)
+    busy, gaps, cursor, before = 0, [], lo, "(step start)"
+    for a, b, name in work:
+        if a > cursor:
+            gaps.append([(a - cursor) / 1e6, before, name])
+        if b > cursor:
+            busy += b - max(a, cursor)
+            cursor, before = b, name
+    if hi > cursor:
+        gaps.append([(hi - cursor) / 1e6, before, "(step end)"])
+    total = (hi - lo) / 1e6
+    gaps.sort(key=lambda g: -g[0])
+    return {"step_ms": total / steps, "busy_ms": busy / 1e6 / steps, "idle_ms": (total - busy / 1e6) / steps,
+            "gaps": [[round(ms, 3), x[:90], y[:90]] for ms, x, y in gaps[:top]]}
+
+
+def kineto_spans(profiler) -> list[tuple[str, bool, int, int]]:
+    """``(name, on_device, start_ns, end_ns)`` of every event a finished ``torch.profiler.profile`` recorded."""
+    out = []
+    for e in profiler.profiler.kineto_results.events():
+        # record_function ranges also appear on the device's timeline (Lightning's optimizer step spans the whole
+        # step there): ranges, not work
+        annotation = getattr(e, "is_user_annotation", lambda: False)() or e.name().startswith("ProfilerStep")
+        on_device = str(e.device_type()).endswith("CUDA") and not annotation
+        out.append((e.name(), on_device, e.start_ns(), e.start_ns() + e.duration_ns()))
+    return out
+
+
+def write_kernels(path: Path, events, device: str, steps: int, idle: dict | None = None) -> None:
     path.write_text(json.dumps({"steps": steps, "unit": "us", "device": device,
-                                "kernels": kernel_table(events, device)}, indent=1) + "\n")
+                                "kernels": kernel_table(events, device), "idle": idle or {}}, indent=1) + "\n")
 
 
 def by_category(profile: dict) -> dict[str, float]:
@@ -97,6 +137,15 @@ def compare(profiles: dict[str, dict], top: int = 15) -> str:
             continue
         lines.append(f"| {c} | " + " | ".join(f"{v:.1f}" for v in values) + " | "
                      + " | ".join(f"{v - values[0]:+.1f}" for v in values[1:]) + " |")
+    idle = {n: p.get("idle") for n, p in profiles.items() if p.get("idle")}
+    if idle:  # the wall time of the profiled steps against the device's work in them
+        lines += ["", "| device over the profiled steps (ms per step) | step | busy | idle |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {n} | {d['step_ms']:.1f} | {d['busy_ms']:.1f} | {d['idle_ms']:.1f} |" for n, d in idle.items()]
+        for n, d in idle.items():
+            lines += ["", f"| longest idle stretches of {n} (ms) | kernel before | kernel after |",
+                      "| ---: | --- | --- |"]
+            lines += [f"| {ms:.2f} | `{x}` | `{y}` |" for ms, x, y in d["gaps"]]
     if len(names) >= 2:
         a, b = (profiles[n]["kernels"] for n in names[:2])
         steps_a, steps_b = profiles[names[0]]["steps"], profiles[names[1]]["steps"]

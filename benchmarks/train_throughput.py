@@ -52,11 +52,12 @@ import json
 import math
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from profile_compare import compare, load, write_kernels  # beside this script
+from profile_compare import compare, device_idle, kineto_spans, load, write_kernels  # beside this script
 
 IMAGE_TOKEN_ID = 6  # "<image>" in the tokenizer save_tiny_llm writes (shared by both systems' batches)
 
@@ -236,8 +237,68 @@ class StepProfile:
         stem.with_name(stem.name + ".txt").write_text(events.table(sort_by=self.sort, row_limit=40,
                                                                    max_name_column_width=70))
         # every kernel's time, for profile_compare.py (which prints where two systems' steps differ)
-        write_kernels(stem.with_name(stem.name + ".kernels.json"), events, self.device, steps=PROFILED_STEPS)
+        idle = device_idle(kineto_spans(profiler), PROFILED_STEPS) if self.device == "cuda" else None
+        write_kernels(stem.with_name(stem.name + ".kernels.json"), events, self.device, steps=PROFILED_STEPS,
+                      idle=idle)
         PROFILED.append(stem.name)
+
+
+class SyncWatch:
+    """``--sync-debug``: the host syncs of one step (the profiler's warm-up step, after the timed ones), counted
+    by the Python line that asked for them (``torch.cuda.set_sync_debug_mode("warn")``); printed after the rows."""
+
+    reports: dict[str, list[str]] = {}
+
+    def __init__(self, enabled: bool, batch_index: int):
+        self.enabled, self.batch_index, self.caught, self.context = enabled, batch_index, None, None
+
+    def after_batch(self, index: int, system: str) -> None:
+        """Call after batch ``index`` ended (synced): starts watching before the watched batch, stops after it."""
+        if not self.enabled:
+            return
+        if index == self.batch_index - 1:
+            self.context = warnings.catch_warnings(record=True)
+            self.caught = self.context.__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif index == self.batch_index and self.context is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            self.context.__exit__(None, None, None)
+            counts: dict[str, int] = {}
+            for w in self.caught:
+                if "synchroniz" in str(w.message):
+                    where = f"{Path(w.filename).name}:{w.lineno}"
+                    counts[where] = counts.get(where, 0) + 1
+            SyncWatch.reports[system] = [f"{n} x {where}" for where, n in sorted(counts.items(), key=lambda x: -x[1])]
+            self.context = None
+
+
+class HostTimeline:
+    """Where the host is within each mmpeft step: milliseconds from one mark to the next (the first from the last
+    step's synced end), medians over the timed steps, printed after the rows. A stretch before the device has work
+    (fetching, planning, moving the batch) is device idle time; ``waiting for the device`` is the host ahead."""
+
+    reports: dict[str, list[tuple[str, float]]] = {}
+
+    def __init__(self):
+        self.last: float | None = None
+        self.current: dict[str, float] = {}
+        self.steps: list[dict[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.current[name] = self.current.get(name, 0.0) + (now - self.last) * 1e3
+        self.last = now
+
+    def end_step(self) -> None:
+        self.steps.append(self.current)
+        self.current = {}
+
+    def summary(self, timed: range) -> list[tuple[str, float]]:
+        steps = [self.steps[i] for i in timed if i < len(self.steps)]
+        names = list(dict.fromkeys(n for s in steps for n in s))
+        return [(n, statistics.median(s.get(n, 0.0) for s in steps)) for n in names]
 
 
 # ---------------------------------------------------------------- the peer
@@ -317,9 +378,10 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     keys = ("input_ids", "attention_mask", "labels", "pixel_values")
     ends = []
+    watch = SyncWatch(args.sync_debug, args.warmup + args.steps + 1)
     with StepProfile(args.profile, args.warmup + args.steps + 1, device) as profile:
         start = time.perf_counter()
-        for batch in batches:
+        for index, batch in enumerate(batches):
             inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
@@ -330,6 +392,7 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
             sync(device)
             ends.append(time.perf_counter())
             profile.step()
+            watch.after_batch(index, variant)
         peak = peak_gib(device)
         profile.save(variant)
     del model, optimizer
@@ -339,10 +402,10 @@ def run_peer(args, llm_shape: dict, vis: dict, batches: list[dict], device: str,
 # ---------------------------------------------------------------- mmpeft
 
 
-def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str, quantize: str | None = None
-               ) -> tuple[list[float], float, float]:
+def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str, quantize: str | None = None,
+               cache_fp8: bool = True) -> tuple[list[float], float, float]:
     """Train mmpeft on ``batches`` with Lightning (the LLM tower's ``quantize``; the vision tower's too with
-    ``--quantize-vision``): like ``run_peer``."""
+    ``--quantize-vision``; ``cache_fp8``: ``VLMModule(cache_fp8_weights=...)``): like ``run_peer``."""
     import lightning as L
     from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader
@@ -354,14 +417,34 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
     from mmpeft.vlm import VisionLanguageModel
 
     class StepEnds(Callback):
+        """Each step's end (synced), and the host's progress through the step (``HostTimeline``)."""
+
         def __init__(self):
             self.ends: list[float] = []
+            self.host = HostTimeline()
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.host.mark("moved to the device, hooks")
+
+        def on_before_backward(self, trainer, module, loss):
+            self.host.mark("training_step returned")
+
+        def on_after_backward(self, trainer, module):
+            self.host.mark("backward queued")
+
+        def on_before_optimizer_step(self, trainer, module, optimizer):
+            self.host.mark("to the optimizer step")
 
         def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.host.mark("optimizer step queued, hooks")
             sync(device)
             self.ends.append(time.perf_counter())
+            self.host.mark("waiting for the device")
             profile.step()
+            watch.after_batch(len(self.ends) - 1, stem)
+            self.host.end_step()
 
+    stem = f"mmpeft-{quantize or 'bf16'}" + ("" if cache_fp8 or quantize != "fp8" else "-uncached")
     dtype = "bfloat16" if device == "cuda" else "float32"
     kwargs = {} if vis["timm"] != "vit_tiny_patch16_224" else {
         "model_kwargs": {"patch_size": vis["patch"], "embed_dim": vis["width"], "depth": vis["depth"],
@@ -375,19 +458,35 @@ def run_mmpeft(args, llm_dir: Path, vis: dict, batches: list[dict], device: str,
                                                           dropout=args.lora_dropout))
     checkpointing = args.mmpeft_checkpointing if args.mmpeft_checkpointing is not None else args.checkpointing
     module = VLMModule(vlm, lr=LearningRates(projector=1e-5, llm=1e-5), gradient_checkpointing=checkpointing,
-                       compile_llm_layers=args.compile)
+                       compile_llm_layers=args.compile, cache_fp8_weights=cache_fp8)
     timer = StepEnds()
+    watch = SyncWatch(args.sync_debug, args.warmup + args.steps + 1)
     free(device, reset_only=True)  # the training peak (see run_peer)
     trainer = L.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1,
                         precision="bf16-mixed" if device == "cuda" else "32-true", max_steps=len(batches),
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], default_root_dir=args.workdir)
+    before_transfer, training_step = module.on_before_batch_transfer, module.training_step
+
+    def timed_transfer(batch, dataloader_idx):
+        timer.host.mark("next batch fetched (Lightning's loop)")
+        out = before_transfer(batch, dataloader_idx)
+        timer.host.mark("batch planned on the host")
+        return out
+
+    def timed_step(batch, batch_idx):
+        timer.host.mark("to training_step")
+        return training_step(batch, batch_idx)
+
+    module.on_before_batch_transfer, module.training_step = timed_transfer, timed_step
     with StepProfile(args.profile, args.warmup + args.steps + 1, device) as profile:
         start = time.perf_counter()
         loader = DataLoader(batches, batch_size=None)
         trainer.fit(module, train_dataloaders=loader)
         peak = peak_gib(device)
-        profile.save(f"mmpeft-{quantize or 'bf16'}")
+        profile.save(stem)
+    HostTimeline.reports[stem] = timer.host.summary(
+        range(args.warmup + 1, args.warmup + args.steps + 1))
     del trainer, module, vlm
     return [b - a for a, b in zip(timer.ends[:-1], timer.ends[1:])], timer.ends[args.warmup] - start, peak
 
@@ -413,10 +512,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (more with --compile)")
     p.add_argument("--systems", default="peer,mmpeft",
-                   help=f"comma list of {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<fp8|nf4|int8>")
+                   help=f"comma list of {', '.join(PEER_VARIANTS)}, mmpeft, mmpeft:<fp8|nf4|int8>, "
+                   "mmpeft:fp8:uncached (the frozen weights cast to FP8 at every step, as before the cache)")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="profile two more steps of each system after the timed ones; DIR/<system>.txt: top "
                    "operators by device time, DIR/<system>.kernels.json: every kernel's (compared after the rows)")
+    p.add_argument("--sync-debug", action="store_true",
+                   help="with --profile on a GPU: count the host syncs of the step after the timed ones, by line")
     p.add_argument("--quantize-vision", action="store_true", help="mmpeft:<q> rows quantise the vision tower too")
     p.add_argument("--memory-cap-gib", type=float, default=None,
                    help="cap this process's GPU memory (torch.cuda.set_per_process_memory_fraction)")
@@ -424,6 +526,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/mmpeft_train_throughput")
     p.add_argument("--out", default=None, help="append the result rows to this JSON-lines file")
     args = p.parse_args()
+    if args.sync_debug and (args.device != "cuda" or not args.profile):
+        p.error("--sync-debug needs --device cuda and --profile DIR (it watches the profiler's warm-up step)")
     if args.device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
     elif args.memory_cap_gib:
@@ -460,13 +564,15 @@ def main() -> None:
         # LlamaDecoderLayer.forward: without a reset, one system's recompiles count against the next one's limit
         # (a system can silently run eager after another hit torch._dynamo's recompile_limit).
         torch._dynamo.reset()
-        name = system if system in PEER_VARIANTS else label + (f" {system.split(':')[1]}" if ":" in system else "")
+        parts = system.split(":")  # mmpeft[:<quantize>[:uncached]]
+        name = system if system in PEER_VARIANTS else " ".join([label, *parts[1:]])
         try:
             if system in PEER_VARIANTS:
                 steps, warmup, peak = run_peer(args, shape, vis, batches, args.device, system)
             else:
                 steps, warmup, peak = run_mmpeft(args, llm_dir, vis, batches, args.device,
-                                                 system.split(":")[1] if ":" in system else None)
+                                                 parts[1] if len(parts) > 1 else None,
+                                                 cache_fp8="uncached" not in parts[2:])
         except Exception as e:  # a variant that cannot run here (no liger kernels, out of memory): say so, go on
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             print(f"{name}: not run: {failed[name]}")
@@ -509,6 +615,13 @@ def main() -> None:
             print(f"ratio {r.system} / fastest peer ({fastest.system}): tokens/s "
                   f"{r.tokens_per_s / fastest.tokens_per_s:.2f}x, peak memory {r.peak_gib / fastest.peak_gib:.2f}x"
                   + (f"; peak memory vs {memory}" if memory else ""))
+    for system, marks in HostTimeline.reports.items():
+        print(f"host timeline of a {system} step (ms, median): "
+              + "; ".join(f"{name} {ms:.1f}" for name, ms in marks))
+    for system, lines in SyncWatch.reports.items():
+        print(f"host syncs in one step of {system}: {len(lines) and sum(int(x.split(' x ')[0]) for x in lines)}")
+        for line in lines[:20]:
+            print(f"  {line}")
     if args.profile and len(results) > 1:
         print("\nwhere the step time goes (profile_compare.py, two profiled steps):")
         print(compare(load(Path(args.profile), PROFILED)))

@@ -29,6 +29,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from mmpeft.adapters.inject import disabled_adapters
 from mmpeft.atomic import write_text_atomic
+from mmpeft.batch_plan import PLAN_KEY
 from mmpeft.callbacks.data_accounting import DataAccounting
 from mmpeft.checkpoint import MODEL_FILES_KEY, model_files
 from mmpeft.data.collate import select_rows
@@ -37,7 +38,7 @@ from mmpeft.guards.base import Guard, GuardContext
 from mmpeft.llm_layers import decoder_layers, enable_gradient_checkpointing
 from mmpeft.optimization import LearningRates, check_optimizer_options, warmup_cosine_schedule
 from mmpeft.stage_init import init_from_checkpoint
-from mmpeft.towers.quantize import check_shardable
+from mmpeft.towers.quantize import cache_fp8_weight_casts, check_shardable
 from mmpeft.trainability import format_trainability
 from mmpeft.trainable_state import trainable_state
 from mmpeft.training_mode import drop_warning_filter, train_before_lightning_checks
@@ -66,6 +67,9 @@ class VLMModule(L.LightningModule):
             embeddings and the adapters' element-wise work; the first steps pay the compilation). True uses
             inductor; a string names another ``torch.compile`` backend. Under ``FSDPStrategy`` the gradients are
             dropped before each optimizer step's first forward instead of after it (``on_train_batch_start``).
+        cache_fp8_weights: towers with ``quantize: fp8`` keep their frozen weights' FP8 casts while training
+            (``FrozenFloat8Linear.cache_weight_casts``): the same results, about 5% faster steps, and one more
+            bf16-sized copy of those weights (e.g. 12 GiB for Llama-2-7B). Not under FSDP (its weights are shards).
         init_from: a checkpoint directory (e.g. stage 1's) whose projector (and soft prompt / adapters, where the
             shapes match) initialise this run. Its projector must fit, and it must have been trained on the same
             frozen bases as this model (its ``base_fingerprints``, checked as ``load_pretrained`` checks them).
@@ -85,6 +89,7 @@ class VLMModule(L.LightningModule):
         min_lr_ratio: float = 0.1,
         gradient_checkpointing: bool | float = False,
         compile_llm_layers: bool | str = False,
+        cache_fp8_weights: bool = True,
         init_from: str | None = None,
         init_from_allow_base_mismatch: bool = False,
     ):
@@ -116,6 +121,7 @@ class VLMModule(L.LightningModule):
         if init_from is not None:
             init_from_checkpoint(vlm, init_from, allow_base_mismatch=init_from_allow_base_mismatch)
         self.compile_llm_layers = compile_llm_layers
+        self.cache_fp8_weights = cache_fp8_weights
         self._pending_rng: dict[str, Any] | None = None
         self._pending_guard_state: dict[str, Any] | None = None
         self._last_step_time: float | None = None
@@ -141,6 +147,11 @@ class VLMModule(L.LightningModule):
         # (VisionTower.train), and frozen bases have no dropout of their own.
         drop_warning_filter(self.__dict__.pop("_eval_mode_filter", None))
         self.vlm.train()
+        if self.cache_fp8_weights and not isinstance(self.trainer.strategy, FSDPStrategy):
+            cache_fp8_weight_casts(self.vlm, True)
+
+    def on_train_end(self) -> None:
+        cache_fp8_weight_casts(self.vlm, False)  # the memory back
 
     def on_fit_start(self) -> None:
         # training mode before Lightning checks the modules' modes (mmpeft.training_mode)
@@ -210,6 +221,16 @@ class VLMModule(L.LightningModule):
 
     # ------------------------------------------------------------------ steps
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch, still on the CPU, gets its ``BatchPlan`` (``PLAN_KEY``), moved with the batch: the
+        forward then reads no value back from the GPU (``mmpeft.batch_plan``)."""
+        if self._trainer is not None and self.trainer.training:
+            check_batch(batch)
+            plan = self.vlm.plan_batch(batch["input_ids"], batch["attention_mask"], _task_labels(batch),
+                                       batch.get("pixel_values"))
+            batch = {**batch, PLAN_KEY: plan}  # the loader's dict stays as it was
+        return batch
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self._pending_rng is not None:  # restored here: after the epoch's loader consumed its seeds
             _set_rng_state(self._pending_rng)
@@ -231,23 +252,25 @@ class VLMModule(L.LightningModule):
         # By hand, not Lightning's ThroughputMonitor: that one also logs validation throughput at steps counting
         # validation batches (rows out of step order in metrics.csv, seen with lightning 2.6.6), and RunCSVLogger's
         # resume bookkeeping reads every row's step as a training step.
+        # Both logged as CPU tensors where they are known on the host: a number or a GPU value here would be read
+        # back (a host sync each step; the progress bar reads tokens_per_s)
         now = time.perf_counter()
         if self._last_step_time is not None:
-            tokens = batch["attention_mask"].sum() * self.trainer.world_size
-            self.log("tokens_per_s", tokens / (now - self._last_step_time), prog_bar=True, batch_size=batch_size)
+            plan = batch.get(PLAN_KEY)
+            tokens = batch["attention_mask"].sum() if plan is None else torch.tensor(float(plan.num_tokens))
+            self.log("tokens_per_s", tokens * self.trainer.world_size / (now - self._last_step_time), prog_bar=True,
+                     batch_size=batch_size)
         self._last_step_time = now
         if self.device.type == "cuda":  # the process's peak so far on this rank's device (sweep reports read it)
-            self.log("perf/peak_memory_gib", torch.cuda.max_memory_allocated(self.device) / 2**30,
-                     batch_size=batch_size)
+            peak = torch.tensor(torch.cuda.max_memory_allocated(self.device) / 2**30)
+            self.log("perf/peak_memory_gib", peak, batch_size=batch_size)
         return total
 
     def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``{"loss": total, "task": ..., <guard name>: unweighted term, ...}`` for one batch."""
         reference_rows, reference_hidden = self._reference_pass(batch)
-        image_rows = batch["has_image"]
-        task_labels = batch["labels"].masked_fill(~image_rows.unsqueeze(1), IGNORE_INDEX)
-        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=task_labels,
-                       pixel_values=batch.get("pixel_values"))
+        out = self.vlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       labels=_task_labels(batch), pixel_values=batch.get("pixel_values"), plan=batch.get(PLAN_KEY))
         ctx = GuardContext(self.vlm, batch, out, reference_rows, reference_hidden,
                            global_count=self._global_count if self._distributed else None,
                            world_size=self.world_size)
@@ -384,6 +407,11 @@ class VLMModule(L.LightningModule):
             return state
         # gathered as int64 (byte tensors do not survive every backend's all_gather), stored back as bytes
         return {k: self.all_gather(v.to(self.device, torch.int64)).cpu().to(torch.uint8) for k, v in state.items()}
+
+
+def _task_labels(batch: Batch) -> torch.Tensor:
+    """``[B, T]`` labels of the task loss: image rows only (text-only rows are the guards' to train on)."""
+    return batch["labels"].masked_fill(~batch["has_image"].unsqueeze(1), IGNORE_INDEX)
 
 
 def _get_rng_state() -> dict[str, Any]:

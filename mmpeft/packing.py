@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,46 +29,75 @@ VARLEN_ATTENTION = "mmpeft_varlen"
 class PackedLayout:
     """Where the real tokens of a padded ``[B, T]`` batch go in the packed ``[1, N]`` sequence.
 
+    Built where the mask lives: on the CPU (``mmpeft.batch_plan``, then moved with ``to``) it costs the device
+    nothing; on a GPU it syncs the host twice (the token positions and the row lengths are sizes). Packing and
+    unpacking gather and scatter with integer positions, which never sync.
+
     Attributes:
-        mask: ``[B, T]`` bool, True at real tokens (the packed order is row-major over it).
+        rows, cols: ``[N]`` int64, the row and column of each real token in row-major order (the packed order).
         position_ids: ``[1, N]`` positions restarting at 0 for each row.
         cu_seqlens: ``[B' + 1]`` int32 cumulative lengths of the non-empty rows.
         max_length: the longest row (a Python int: kernels size their grid with it).
+        shape: ``(B, T)`` of the padded batch.
     """
 
-    mask: torch.Tensor
+    rows: torch.Tensor
+    cols: torch.Tensor
     position_ids: torch.Tensor
     cu_seqlens: torch.Tensor
     max_length: int
+    shape: tuple[int, int]
 
     @classmethod
     def from_attention_mask(cls, attention_mask: torch.Tensor) -> PackedLayout:
         """Layout of a right- or left-padded ``[B, T]`` 0/1 mask (real tokens need not be contiguous per row:
         their order within a row is kept and positions count real tokens only, as the padded path does)."""
         mask = attention_mask.bool()
-        lengths = mask.sum(dim=1)  # [B]
+        rows, cols = mask.nonzero(as_tuple=True)  # row-major
         positions = mask.long().cumsum(dim=1) - 1  # [B, T] position of each real token within its row
-        lengths_cpu = lengths.tolist()  # one host sync per step: kernels need the max length as an int
-        kept = [n for n in lengths_cpu if n > 0]
+        kept = [n for n in mask.sum(dim=1).tolist() if n > 0]
         cu = torch.zeros(len(kept) + 1, dtype=torch.int32)
         cu[1:] = torch.tensor(kept, dtype=torch.int32).cumsum(0)
-        return cls(mask=mask, position_ids=positions[mask].unsqueeze(0), cu_seqlens=cu.to(mask.device),
-                   max_length=max(kept, default=0))
+        return cls(rows=rows, cols=cols, position_ids=positions[rows, cols].unsqueeze(0),
+                   cu_seqlens=cu.to(mask.device), max_length=max(kept, default=0), shape=tuple(mask.shape))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PackedLayout:
+        """The same layout with its tensors on ``device`` (``non_blocking``: see ``to_device``)."""
+        def move(t):
+            return to_device(t, device, non_blocking)
+
+        return replace(self, rows=move(self.rows), cols=move(self.cols), position_ids=move(self.position_ids),
+                       cu_seqlens=move(self.cu_seqlens))
 
     def pack(self, padded: torch.Tensor) -> torch.Tensor:
         """``[B, T, ...]`` -> ``[1, N, ...]`` (real tokens only)."""
-        return padded[self.mask].unsqueeze(0)
+        return padded[self.rows, self.cols].unsqueeze(0)
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
         """``[1, N, D]`` -> ``[B, T, D]`` with zeros at padding (differentiable)."""
-        b, t = self.mask.shape
-        out = packed.new_zeros(b, t, packed.shape[-1])
-        return out.masked_scatter(self.mask.unsqueeze(-1), packed[0])
+        out = packed.new_zeros(*self.shape, packed.shape[-1])
+        return out.index_put((self.rows, self.cols), packed[0])
+
+    def mask_standin(self, device: torch.device) -> torch.Tensor:
+        """What the packed forward passes transformers as ``attention_mask``: a ``[1, 1, 1, 1]`` mask, which
+        transformers' mask builders return as it is (a 4D mask counts as prepared). Rows are separated by
+        ``cu_seqlens``, which ``varlen_attention`` reads; given a 2D mask instead, transformers looks for packed
+        rows in the position ids (a host sync) and builds an ``[N, N]`` mask the attention never reads."""
+        return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
 
     def attention_kwargs(self) -> dict[str, object]:
         """The keyword arguments transformers passes down to every attention call (flash-attention names)."""
         return {"cu_seq_lens_q": self.cu_seqlens, "cu_seq_lens_k": self.cu_seqlens,
                 "max_length_q": self.max_length, "max_length_k": self.max_length}
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
+    """``tensor.to(device)``; ``non_blocking`` from the CPU to a GPU copies through pinned memory (torch's caching
+    host allocator), because a copy from pageable memory waits for everything queued on the device first."""
+    device = torch.device(device)
+    if non_blocking and device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=non_blocking)
 
 
 def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

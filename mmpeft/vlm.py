@@ -27,6 +27,7 @@ from mmpeft.adapters.inject import apply_adapter
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
 from mmpeft.allowed_classes import check_init_args, class_path, refuse_remote_code, resolve_class
+from mmpeft.batch_plan import BatchPlan
 from mmpeft.fingerprint import base_fingerprint
 from mmpeft.packing import PackedLayout, register_varlen_attention
 from mmpeft.projectors import MLPProjector, Projector
@@ -219,6 +220,7 @@ class VisionLanguageModel(nn.Module):
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        plan: BatchPlan | None = None,
     ) -> torch.Tensor:
         """``[B, T, Dl]`` token embeddings with image features spliced in at placeholder positions.
 
@@ -229,14 +231,21 @@ class VisionLanguageModel(nn.Module):
             pixel_values: ``[N_img, 3, H, W]`` in reading order, or None for a text-only batch. Rows without
                 placeholders never reach the vision tower.
             labels: ``[B, T]``, only checked: must be ``IGNORE_INDEX`` at placeholder positions.
+            plan: the batch's ``BatchPlan``: placeholders checked on the host and their positions known (the
+                check reads values back, and the backward of ``masked_scatter`` selects by mask: host syncs on a GPU).
         """
         is_image = input_ids == self.llm.image_token_id  # [B, T]
         embeds = self.llm.embed(input_ids)  # [B, T, Dl]
-        self._check_placeholders(is_image, pixel_values, labels)
+        if plan is None:
+            self._check_placeholders(is_image, pixel_values, labels)
         if pixel_values is not None and pixel_values.shape[0] > 0:
             image_embeds = self.encode_images(pixel_values).to(embeds.dtype)  # [N_img, M, Dl]
-            # masked_scatter fills placeholders in row-major order: images in reading order, M each.
-            embeds = embeds.masked_scatter(is_image.unsqueeze(-1), image_embeds.reshape(-1, embeds.shape[-1]))
+            flat = image_embeds.reshape(-1, embeds.shape[-1])
+            # placeholders filled in row-major order: images in reading order, M each
+            if plan is None:
+                embeds = embeds.masked_scatter(is_image.unsqueeze(-1), flat)
+            else:
+                embeds = embeds.index_put((plan.image_rows, plan.image_cols), flat)
         elif self.run_vision_always and torch.is_grad_enabled():
             blank = torch.zeros(1, self.vision.in_chans, *self.vision.image_size, device=embeds.device)
             embeds = embeds + 0.0 * self.encode_images(blank).sum().to(embeds.dtype)
@@ -268,24 +277,29 @@ class VisionLanguageModel(nn.Module):
         labels: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         return_logits: bool = False,
+        plan: BatchPlan | None = None,
     ) -> VLMOutput:
         """Next-token cross-entropy over supervised positions; the LM head runs only there.
 
         Arguments are the ``mmpeft.types.Batch`` keys of the same names (``attention_mask`` defaults to all ones),
         shape-checked: a ValueError names the key. A soft prompt is prepended and removed inside: the loss is
         ``supervised_loss`` of the returned ``[B, T]`` hidden states, the same tokens scored with or without one.
+        ``plan``: this batch's ``plan_batch`` (moved to the model's device): the same results without reading any
+        value back from the device (``mmpeft.batch_plan``).
 
         Returns ``VLMOutput`` aligned with ``input_ids``; ``logits [B, T, V]`` only with ``return_logits=True``.
         """
         check_model_inputs(input_ids, attention_mask, labels, pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds, mask = self._with_prefix(self.embed_inputs(input_ids, pixel_values, labels), attention_mask)
+        if plan is not None:
+            plan.check_fits(input_ids, self._prefix_tokens())
+        embeds = self.embed_inputs(input_ids, pixel_values, labels, plan)
+        embeds, mask = self._with_prefix(embeds, attention_mask)
         if self.pack_sequences:
-            layout = PackedLayout.from_attention_mask(mask)
-            # an all-ones 2D mask: transformers then builds no dense mask; rows are separated by cu_seqlens
+            layout = PackedLayout.from_attention_mask(mask) if plan is None or plan.layout is None else plan.layout
             packed = self.llm.decoder()(
-                inputs_embeds=layout.pack(embeds), attention_mask=torch.ones_like(layout.position_ids),
+                inputs_embeds=layout.pack(embeds), attention_mask=layout.mask_standin(embeds.device),
                 position_ids=layout.position_ids, use_cache=False, **layout.attention_kwargs(),
             ).last_hidden_state  # [1, N, Dl]
             hidden = layout.unpack(packed)  # [B, P+T, Dl], zeros at padding (the prompt is never padding)
@@ -298,25 +312,48 @@ class VisionLanguageModel(nn.Module):
         hidden = hidden[:, hidden.shape[1] - input_ids.shape[1] :]  # [B, T, Dl]: the prompt positions removed
         loss, n = None, 0
         if labels is not None:
-            loss, n = self.supervised_loss(hidden, labels)
+            loss, n = self.supervised_loss(hidden, labels, plan)
         logits = self.llm.head_logits(hidden) if return_logits else None
         return VLMOutput(loss=loss, num_supervised=n, hidden_states=hidden, logits=logits)
 
-    def supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    def plan_batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                   labels: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None) -> BatchPlan:
+        """The ``BatchPlan`` of a batch for ``forward``, its placeholders checked: call it on the CPU batch (then
+        ``.to(device)``), with the very tensors ``forward`` will get."""
+        check_model_inputs(input_ids, attention_mask, labels, pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        self._check_placeholders(input_ids == self.llm.image_token_id, pixel_values, labels)
+        return BatchPlan.build(input_ids, attention_mask, labels, self.llm.image_token_id, self._prefix_tokens(),
+                               self.pack_sequences)
+
+    def _prefix_tokens(self) -> int:
+        """P, the soft prompt positions the LLM input gets now (0 without one, or with adapters disabled)."""
+        return 0 if self.soft_prompt is None else self.soft_prompt.num_tokens
+
+    def supervised_loss(self, hidden: torch.Tensor, labels: torch.Tensor,
+                        plan: BatchPlan | None = None) -> tuple[torch.Tensor, int]:
         """Mean next-token cross-entropy of ``hidden [B, T, D]`` against ``labels [B, T]`` (unshifted).
 
         Position t predicts ``labels[:, t + 1]``: ``labels[:, 0]`` is never a target (nothing of the input precedes
         it; only plain-text rows of a tokenizer without BOS supervise it), with or without a soft prompt, so a
         prompt-tuned model and its base score the same tokens. Only the K supervised positions go through the LM
-        head: ``[K, V]`` logits, never ``[B, T, V]``.
+        head: ``[K, V]`` logits, never ``[B, T, V]``. ``plan``: the positions and targets of these ``labels``,
+        known on the host (without it, K is read back from the device).
         """
-        targets = labels[:, 1:]  # position t predicts token t+1
-        selected = targets != IGNORE_INDEX  # [B, T-1]
-        n = int(selected.sum())
+        if plan is None:
+            targets = labels[:, 1:]  # position t predicts token t+1
+            selected = targets != IGNORE_INDEX  # [B, T-1]
+            n = int(selected.sum())
+            if n:
+                chosen, targets = hidden[:, :-1][selected], targets[selected]
+        else:
+            n = plan.num_supervised
+            chosen, targets = hidden[plan.supervised_rows, plan.supervised_cols], plan.targets
         if n == 0:
             return hidden.sum() * 0.0, 0  # keeps the graph (and DDP's gradient structure) intact
-        logits = self.llm.head_logits(hidden[:, :-1][selected])  # [K, V]
-        return F.cross_entropy(logits.float(), targets[selected]), n
+        logits = self.llm.head_logits(chosen)  # [K, V]
+        return F.cross_entropy(logits.float(), targets), n
 
     # ------------------------------------------------------------------ generation
 

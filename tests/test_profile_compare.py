@@ -76,3 +76,18 @@ def test_a_system_that_raises_leaves_no_profiler_running(tmp_path, benchmark_scr
             profile.step()
         profile.save("peer+compile")
     assert (tmp_path / "peer_compile.kernels.json").is_file()
+
+
+def test_device_idle_measures_the_gaps_between_kernels_within_the_steps(script):
+    ms = 1_000_000
+    spans = [("ProfilerStep#5", False, 0, 10 * ms), ("ProfilerStep#6", False, 10 * ms, 20 * ms),
+             ("cudaLaunchKernel", False, 1 * ms, 2 * ms),  # host work: not the device's
+             ("gemm_a", True, 2 * ms, 6 * ms), ("triton_b", True, 5 * ms, 7 * ms),  # overlapping: busy 2..7
+             ("gemm_a", True, 9 * ms, 18 * ms), ("before_window", True, -3 * ms, -1 * ms)]
+    idle = script.device_idle(spans, steps=2)
+    assert idle["step_ms"] == 10.0 and idle["busy_ms"] == 7.0 and idle["idle_ms"] == 3.0
+    assert idle["gaps"] == [[2.0, "(step start)", "gemm_a"], [2.0, "triton_b", "gemm_a"],
+                            [2.0, "gemm_a", "(step end)"]]
+    assert script.device_idle([("gemm", True, 0, 5)], steps=1) == {}  # no step ranges: nothing to say
+    text = script.compare({"mmpeft": {"steps": 2, "kernels": {"gemm_a": [1.0, 1]}, "idle": idle}})
+    assert "| mmpeft | 10.0 | 7.0 | 3.0 |" in text and "| 2.00 | `triton_b` | `gemm_a` |" in text

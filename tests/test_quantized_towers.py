@@ -404,3 +404,38 @@ def test_fp8_layers_compile_into_one_graph_with_the_same_results():
     out.square().sum().backward()
     torch.testing.assert_close(out, eager(x), rtol=0, atol=0)
     torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+
+
+def test_fp8_cached_weight_casts_give_identical_results_eager_and_compiled():
+    """``cache_weight_casts`` (``VLMModule(cache_fp8_weights=True)``, the default) changes no number: outputs and
+    input gradients equal the uncached layer's, eager and in one compiled graph; loading weights or moving the layer
+    drops the casts, which would otherwise be of the old weight."""
+    from mmpeft.towers.fp8_linear import FrozenFloat8Linear
+    from mmpeft.towers.quantize import cache_fp8_weight_casts
+
+    base = _mlp()
+    model = nn.Sequential(*(FrozenFloat8Linear.from_linear(m, emulate=True) if isinstance(m, nn.Linear) else m
+                            for m in base))
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(5), requires_grad=True)
+
+    def run(module):
+        x.grad = None
+        out = module(x)
+        out.square().sum().backward()
+        return out.detach(), x.grad.clone()
+
+    expected = run(model)
+    assert cache_fp8_weight_casts(model, True) == 2 and all(m.weight_casts_cached for m in (model[0], model[2]))
+    assert "weight casts cached" in repr(model[0])
+    for got in (run(model), run(torch.compile(model, fullgraph=True))):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+    changed = {k: v + 1.0 if k.endswith("weight") else v for k, v in model.state_dict().items()}
+    model.load_state_dict(changed)
+    assert not model[0].weight_casts_cached  # a stale cast would compute with the old weight
+    cache_fp8_weight_casts(model, True)
+    model.to(torch.float32)
+    assert not model[2].weight_casts_cached
+    cache_fp8_weight_casts(model, True)
+    cache_fp8_weight_casts(model, False)
+    assert not model[0].weight_casts_cached

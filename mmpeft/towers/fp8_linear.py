@@ -47,36 +47,54 @@ def rowwise_casts(emulate: bool) -> RowwiseCasts:
     return RowwiseCasts(recipe, GemmInputRole, ScalingGranularity.AXISWISE, hp_tensor_to_float8_dynamic, mm_config)
 
 
+def weight_cast_for_output(casts: RowwiseCasts, weight: torch.Tensor):
+    """``weight [N, K]`` as the forward multiplies it: ``W^T`` in FP8, one scale per output channel."""
+    recipe = casts.recipe
+    return casts.cast(weight.t(), recipe.cast_config_weight.target_dtype, casts.mm_config,
+                      gemm_input_role=casts.roles.WEIGHT, scaling_granularity=casts.axiswise, axiswise_dim=0,
+                      round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
+
+
+def weight_cast_for_grad_input(casts: RowwiseCasts, weight: torch.Tensor):
+    """``weight [N, K]`` as the input gradient multiplies it: in FP8, one scale per input channel."""
+    recipe = casts.recipe
+    return casts.cast(weight.t(), recipe.cast_config_weight_for_grad_input.target_dtype, casts.mm_config,
+                      gemm_input_role=casts.roles.WEIGHT, scaling_granularity=casts.axiswise, axiswise_dim=-1,
+                      round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
+
+
 class _FrozenFloat8Matmul(torch.autograd.Function):
-    """``[M, K] x [N, K]^T -> [M, N]`` in FP8; the backward returns only the input gradient ``[M, K]``."""
+    """``[M, K] x [N, K]^T -> [M, N]`` in FP8; the backward returns only the input gradient ``[M, K]``. ``cached``:
+    the weight's two casts made beforehand (``FrozenFloat8Linear.cache_weight_casts``), or None to cast it here."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, casts: RowwiseCasts) -> torch.Tensor:
-        ctx.save_for_backward(weight)
-        ctx.casts = casts
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, casts: RowwiseCasts,
+                cached: tuple[Any, Any] | None) -> torch.Tensor:
+        ctx.casts, ctx.cached = casts, cached is not None
+        ctx.save_for_backward(weight if cached is None else cached[1])
         recipe, cfg = casts.recipe, casts.mm_config
         x8 = casts.cast(x, recipe.cast_config_input.target_dtype, cfg, gemm_input_role=casts.roles.INPUT,
                         scaling_granularity=casts.axiswise, axiswise_dim=-1,
                         round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
-        w8_t = casts.cast(weight.t(), recipe.cast_config_weight.target_dtype, cfg, gemm_input_role=casts.roles.WEIGHT,
-                          scaling_granularity=casts.axiswise, axiswise_dim=0,
-                          round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
+        w8_t = weight_cast_for_output(casts, weight) if cached is None else cached[0]
         return torch.mm(x8, w8_t)
 
     @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None
-        (weight,) = ctx.saved_tensors
+            return None, None, None, None
+        (saved,) = ctx.saved_tensors
         casts = ctx.casts
         recipe, cfg = casts.recipe, casts.mm_config
         g8 = casts.cast(grad_output.contiguous(), recipe.cast_config_grad_output.target_dtype, cfg,
                         gemm_input_role=casts.roles.GRAD_OUTPUT, scaling_granularity=casts.axiswise,
                         axiswise_dim=-1, round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
-        w8_t = casts.cast(weight.t(), recipe.cast_config_weight_for_grad_input.target_dtype, cfg,
-                          gemm_input_role=casts.roles.WEIGHT, scaling_granularity=casts.axiswise, axiswise_dim=-1,
-                          round_scales_to_power_of_2=recipe.round_scales_to_power_of_2)
-        return torch.mm(g8, w8_t.t()), None, None
+        w8_t = saved if ctx.cached else weight_cast_for_grad_input(casts, saved)
+        return torch.mm(g8, w8_t.t()), None, None, None
+
+
+def _drop_weight_casts(module: FrozenFloat8Linear, incompatible_keys: Any) -> None:
+    module.cache_weight_casts(False)
 
 
 class FrozenFloat8Linear(nn.Linear):
@@ -92,6 +110,31 @@ class FrozenFloat8Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.emulate = emulate
         self._casts = rowwise_casts(emulate)
+        self._cached: tuple[Any, Any] | None = None
+        self.register_load_state_dict_post_hook(_drop_weight_casts)
+
+    def cache_weight_casts(self, enabled: bool = True) -> None:
+        """Keep the weight's two FP8 casts (for the output, for the input gradient) rather than casting the frozen
+        weight at every call: one byte per weight each, the bf16 weight's size again, for the cast kernels' time
+        (about 20 ms of a 450 ms Llama-2-7B step on an H200, docs/benchmarks.md). The results are identical.
+
+        They are casts of the weight as it is now: caching again after changing it is the caller's part; loading
+        a state dict into the layer or moving it (``.to``) drops them (``VLMModule`` caches from the start of
+        training to its end). ``enabled=False`` drops them."""
+        if not enabled:
+            self._cached = None
+            return
+        with torch.no_grad():
+            self._cached = (weight_cast_for_output(self._casts, self.weight),
+                            weight_cast_for_grad_input(self._casts, self.weight))
+
+    @property
+    def weight_casts_cached(self) -> bool:
+        return self._cached is not None
+
+    def _apply(self, fn, recurse=True):
+        self._cached = None  # casts on the old device or of the old dtype
+        return super()._apply(fn, recurse)
 
     @classmethod
     def from_linear(cls, layer: nn.Linear, emulate: bool = False) -> FrozenFloat8Linear:
@@ -110,9 +153,10 @@ class FrozenFloat8Linear(nn.Linear):
             x = x.to(self.weight.dtype)
         shape = x.shape
         with torch.autocast(x.device.type, enabled=False):
-            out = _FrozenFloat8Matmul.apply(x.reshape(-1, shape[-1]), self.weight, self._casts)
+            out = _FrozenFloat8Matmul.apply(x.reshape(-1, shape[-1]), self.weight, self._casts, self._cached)
         out = out.reshape(*shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, fp8=rowwise{', emulated' if self.emulate else ''}"
+        return (f"{super().extra_repr()}, fp8=rowwise{', emulated' if self.emulate else ''}"
+                f"{', weight casts cached' if self._cached is not None else ''}")

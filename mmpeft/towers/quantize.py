@@ -199,6 +199,16 @@ def quantization_scheme(module: nn.Module) -> str | None:
     return None
 
 
+def cache_fp8_weight_casts(module: nn.Module, enabled: bool) -> int:
+    """``FrozenFloat8Linear.cache_weight_casts(enabled)`` on every FP8 layer under ``module``; returns how many."""
+    from mmpeft.towers.fp8_linear import FrozenFloat8Linear
+
+    layers = [m for m in module.modules() if isinstance(m, FrozenFloat8Linear)]
+    for layer in layers:
+        layer.cache_weight_casts(enabled)
+    return len(layers)
+
+
 def check_shardable(module: nn.Module) -> None:
     """Refuse to shard (FSDP) a module with bitsandbytes layers: they keep their scales outside the parameters
     FSDP shards (``Linear4bit``'s ``quant_state``, ``Linear8bitLt``'s ``state.SCB``). ``fp8`` keeps plain weights."""

@@ -1,0 +1,102 @@
+"""A batch's plan: what its values decide, worked out on the CPU so a GPU forward never waits to be told.
+
+A training forward asks questions of its inputs' values: where the image placeholders are, how long each row
+is and where its real tokens go when packed (``mmpeft.packing``), which positions are supervised. Asked of
+tensors on a GPU, each answer is a host sync (a count or a list read back): the CPU waits until the GPU has run
+everything queued, then the GPU idles until the CPU has queued more. ``BatchPlan.build`` answers them while the
+batch is still on the CPU (``VLMModule`` does it in ``on_before_batch_transfer``); the plan's integer positions
+travel to the device with the batch (``to``, which Lightning calls as it moves the batch), and the forward only
+gathers and scatters with them. The results equal the forward without a plan (tested, and on CPU no sync at all).
+
+Pure PyTorch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from mmpeft.packing import PackedLayout, to_device
+from mmpeft.types import IGNORE_INDEX
+
+PLAN_KEY = "batch_plan"  # where VLMModule keeps a training batch's plan in the batch dict
+
+
+@dataclass
+class BatchPlan:
+    """Positions of one batch, for ``VisionLanguageModel.forward(..., plan=...)``.
+
+    Attributes:
+        shape: ``(B, T)`` of ``input_ids``.
+        image_rows, image_cols: ``[N_img * M]`` int64 positions of the image placeholders, row-major (the order
+            images fill them in).
+        num_tokens: the batch's real tokens (``attention_mask`` summed; logs read it without a sync).
+        layout: where the LLM's real input tokens go when packed (over ``[B, P+T]``, the soft prompt's P
+            positions included), or None for a model that does not pack.
+        supervised_rows, supervised_cols: ``[K]`` int64 positions ``(b, t)`` of the hidden states ``[B, T]`` whose
+            next label is supervised (``labels[b, t + 1] != IGNORE_INDEX``), row-major.
+        targets: ``[K]`` int64, those labels.
+        num_supervised: K.
+    """
+
+    shape: tuple[int, int]
+    image_rows: torch.Tensor
+    image_cols: torch.Tensor
+    num_tokens: int
+    layout: PackedLayout | None
+    supervised_rows: torch.Tensor
+    supervised_cols: torch.Tensor
+    targets: torch.Tensor
+    num_supervised: int
+
+    @classmethod
+    def build(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None,
+              image_token_id: int, prefix_tokens: int, pack: bool) -> BatchPlan:
+        """The plan of a batch (its tensors where the batch is: build it on the CPU).
+
+        Args:
+            input_ids, attention_mask, labels: ``[B, T]`` as the forward will get them (labels None: no loss).
+            image_token_id: the placeholder id.
+            prefix_tokens: P, the soft prompt's positions the model prepends (0 without one).
+            pack: whether the model packs its rows (``pack_sequences``).
+        """
+        b, t = input_ids.shape
+        layout = None
+        if pack:
+            mask = attention_mask if prefix_tokens == 0 else torch.cat(
+                [attention_mask.new_ones(b, prefix_tokens), attention_mask], dim=1)
+            layout = PackedLayout.from_attention_mask(mask)
+        if labels is None:
+            selected = torch.zeros(b, max(t - 1, 0), dtype=torch.bool, device=input_ids.device)
+        else:
+            selected = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
+        rows, cols = selected.nonzero(as_tuple=True)
+        targets = labels[rows, cols + 1] if labels is not None else rows.new_zeros(0)
+        image_rows, image_cols = (input_ids == image_token_id).nonzero(as_tuple=True)
+        return cls(shape=(b, t), image_rows=image_rows, image_cols=image_cols,
+                   num_tokens=int(attention_mask.sum()), layout=layout, supervised_rows=rows, supervised_cols=cols,
+                   targets=targets, num_supervised=int(rows.shape[0]))
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> BatchPlan:
+        """The same plan with its tensors on ``device``. Non-blocking by default (Lightning moves a batch's other
+        objects with a plain ``.to(device)``): from the CPU through pinned memory (``mmpeft.packing.to_device``)."""
+        def move(t):
+            return to_device(t, device, non_blocking)
+
+        layout = None if self.layout is None else self.layout.to(device, non_blocking=non_blocking)
+        return replace(self, image_rows=move(self.image_rows), image_cols=move(self.image_cols), layout=layout,
+                       supervised_rows=move(self.supervised_rows), supervised_cols=move(self.supervised_cols),
+                       targets=move(self.targets))
+
+    def check_fits(self, input_ids: torch.Tensor, prefix_tokens: int) -> None:
+        """ValueError unless this plan was made for a batch of ``input_ids``' shape and an LLM input of
+        ``prefix_tokens`` soft prompt positions more (a plan made before a soft prompt was switched on or off no
+        longer fits)."""
+        b, t = input_ids.shape
+        llm_input = (b, t + prefix_tokens)
+        if (b, t) != self.shape or (self.layout is not None and llm_input != self.layout.shape):
+            planned = "none" if self.layout is None else list(self.layout.shape)
+            raise ValueError(f"the batch plan was made for input_ids {list(self.shape)} and LLM input {planned}, but "
+                             f"the forward got input_ids {[b, t]} and LLM input {list(llm_input)}; build the plan "
+                             "with the model's plan_batch for this batch, as the model is now")

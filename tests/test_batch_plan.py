@@ -1,0 +1,130 @@
+"""A batch planned on the host trains exactly as without a plan, and its forward reads nothing back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import MIXED_ROWS, build_vlm, make_batch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mmpeft.adapters import AdapterSpec
+from mmpeft.batch_plan import PLAN_KEY, BatchPlan
+from mmpeft.module import VLMModule
+
+ROWS = MIXED_ROWS + [(1, " a long question that pads the others out quite a lot more?", " yes it does.")]
+aten = torch.ops.aten
+
+
+class HostReads(TorchDispatchMode):
+    """Records the operators that, on a GPU, read a value back to the host: ``item``/``bool``/``int`` of a tensor
+    (``_local_scalar_dense``), ``nonzero``, ``masked_select`` and ``masked_scatter``'s backward (which selects),
+    boolean-mask indexing (a ``nonzero`` inside), and ``repeat_interleave`` without ``output_size``.
+    ``Tensor.tolist`` does not dispatch on the CPU: the test wraps it. ``masked_scatter`` itself is not one: CUDA
+    checks its count on the device."""
+
+    ALWAYS = {aten._local_scalar_dense.default, aten.nonzero.default, aten.masked_select.default,
+              aten.masked_scatter_backward.default, aten.repeat_interleave.Tensor}
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.ALWAYS and not (func is aten.repeat_interleave.Tensor and kwargs.get("output_size")):
+            self.reads.append(str(func))
+        elif func in (aten.index.Tensor, aten.index_put.default, aten.index_put_.default):
+            if any(i is not None and i.dtype == torch.bool for i in args[1]):
+                self.reads.append(f"{func} with a bool mask")
+        return func(*args, **kwargs)
+
+
+def _record_reads(monkeypatch, run):
+    tolist = torch.Tensor.tolist
+    with HostReads() as mode:
+        monkeypatch.setattr(torch.Tensor, "tolist", lambda t: mode.reads.append("tolist") or tolist(t))
+        run()
+    monkeypatch.setattr(torch.Tensor, "tolist", tolist)
+    return mode.reads
+
+
+def _vlm(tiny, **kwargs):
+    spec = AdapterSpec("lora", r=4, alpha=8)
+    vlm = build_vlm(tiny, llm_spec=spec, vision_spec=spec, **kwargs)
+    for p in vlm.parameters():  # LoRA B starts at zero: make the adapters matter
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+    return vlm
+
+
+def _train_step(vlm, batch, plan=None):
+    vlm.zero_grad()
+    out = vlm(**batch, plan=plan)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in vlm.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("pack", "soft_prompt"), [(True, 0), (True, 3), (False, 0)])
+def test_planned_forward_equals_unplanned(tiny, pack, soft_prompt):
+    vlm = _vlm(tiny, pack_sequences=pack, soft_prompt_tokens=soft_prompt)
+    batch = make_batch(vlm, ROWS)
+    out_a, grads_a = _train_step(vlm, batch)
+    out_b, grads_b = _train_step(vlm, batch, vlm.plan_batch(**batch))
+    assert out_b.num_supervised == out_a.num_supervised > 0
+    torch.testing.assert_close(out_b.loss, out_a.loss, rtol=0, atol=0)
+    torch.testing.assert_close(out_b.hidden_states, out_a.hidden_states, rtol=0, atol=0)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=0, atol=0, msg=name)
+
+
+def test_planned_packed_training_step_reads_nothing_back(tiny, monkeypatch):
+    """The recorder sees the unplanned forward's reads (so it can fail), and none with a plan: on a GPU the step
+    never waits for the device (the host syncs behind mmpeft's idle time per step in docs/benchmarks.md)."""
+    vlm = _vlm(tiny, pack_sequences=True)
+    # rows of one length: packed attention runs dense SDPA, as on a GPU (mixed rows there run the variable-length
+    # flash kernel; on the CPU they run SDPA row by row, slicing at the row bounds read from cu_seqlens)
+    batch = make_batch(vlm, [ROWS[0]] * 3)
+    pad = torch.full((3, 2), vlm.llm.tokenizer.pad_token_id)  # two columns of padding on every row
+    batch["input_ids"] = torch.cat([batch["input_ids"], pad], 1)
+    batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros_like(pad)], 1)
+    batch["labels"] = torch.cat([batch["labels"], torch.full_like(pad, -100)], 1)
+    unplanned = _record_reads(monkeypatch, lambda: _train_step(vlm, batch))
+    # the backward is watched too: masked_scatter's gradient for the image features selects by mask
+    assert {"tolist", "aten.nonzero.default", "aten.masked_scatter_backward.default"} <= set(unplanned), unplanned
+    plan = vlm.plan_batch(**batch)
+    assert _record_reads(monkeypatch, lambda: _train_step(vlm, batch, plan)) == []
+
+
+def test_plan_of_another_shape_or_prompt_state_is_refused(tiny):
+    vlm = _vlm(tiny, pack_sequences=True, soft_prompt_tokens=2)
+    batch = make_batch(vlm, ROWS)
+    plan = vlm.plan_batch(**batch)
+    vlm.soft_prompt.enable_adapters(False)  # the LLM input is now 2 positions shorter than planned
+    with pytest.raises(ValueError, match=r"plan was made for input_ids \[4, \d+\] and LLM input \[4, \d+\]"):
+        vlm(**batch, plan=plan)
+    short = make_batch(vlm, ROWS[:2])
+    with pytest.raises(ValueError, match="build the plan with the model's plan_batch"):
+        vlm(**short, plan=plan)
+
+
+def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny):
+    vlm = _vlm(tiny, pack_sequences=True)
+    module = VLMModule(vlm)
+    batch = make_batch(vlm, ROWS, image_flags=True)
+
+    class Trainer:
+        training = True
+
+    module._trainer = Trainer()
+    planned = module.on_before_batch_transfer(dict(batch), 0)
+    plan = planned[PLAN_KEY]
+    assert isinstance(plan, BatchPlan)
+    # the task loss: image rows only, so the text-only row's answer is not among the targets
+    text_row = 1
+    assert text_row not in plan.supervised_rows.tolist() and plan.num_supervised > 0
+    moved = move_data_to_device(planned, torch.device("cpu"))
+    assert isinstance(moved[PLAN_KEY], BatchPlan) and moved[PLAN_KEY].layout.max_length == plan.layout.max_length
+    Trainer.training = False  # validation batches are not planned
+    assert PLAN_KEY not in module.on_before_batch_transfer(dict(batch), 0)
