@@ -128,3 +128,30 @@ def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny):
     assert isinstance(moved[PLAN_KEY], BatchPlan) and moved[PLAN_KEY].layout.max_length == plan.layout.max_length
     Trainer.training = False  # validation batches are not planned
     assert PLAN_KEY not in module.on_before_batch_transfer(dict(batch), 0)
+
+
+def test_a_fit_with_a_datamodule_trains_planned_batches_without_lightnings_warning(tiny):
+    """Through Lightning: the module's hook plans each training batch (the plan reaches training_step, moved by
+    Lightning), and Lightning's note that the module's hook is used with a datamodule is not shown."""
+    import warnings
+
+    import lightning as L
+
+    vlm = _vlm(tiny, pack_sequences=True)
+    batch = make_batch(vlm, ROWS, image_flags=True)
+
+    class Data(L.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader([batch, batch], batch_size=None)
+
+    module = VLMModule(vlm)
+    seen = []
+    step = module.training_step
+    module.training_step = lambda batch, batch_idx: seen.append(batch.get(PLAN_KEY)) or step(batch, batch_idx)
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        trainer.fit(module, datamodule=Data())
+    assert len(seen) == 2 and all(isinstance(p, BatchPlan) and p.num_supervised > 0 for p in seen)
+    assert not [w for w in caught if "on_before_batch_transfer" in str(w.message)]

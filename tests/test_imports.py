@@ -97,6 +97,7 @@ LAYERS = [
     ("foundation", ["mmpeft", "mmpeft.atomic", "mmpeft.atomic_directory", "mmpeft.zoo", "mmpeft.weight_files",
                     "mmpeft.init_args", "mmpeft.config_files", "mmpeft.towers.paths", "mmpeft.towers.dtypes"]),
     ("model", ["mmpeft.types", "mmpeft.towers", "mmpeft.projectors", "mmpeft.adapters", "mmpeft.packing",
+               "mmpeft.batch_plan",
                "mmpeft.llm_layers", "mmpeft.trainability", "mmpeft.fingerprint", "mmpeft.allowed_classes",
                "mmpeft.weight_sources", "mmpeft.vlm", "mmpeft.trainable_state"]),
     ("data", ["mmpeft.data"]),

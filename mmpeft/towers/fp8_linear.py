@@ -116,7 +116,7 @@ class FrozenFloat8Linear(nn.Linear):
     def cache_weight_casts(self, enabled: bool = True) -> None:
         """Keep the weight's two FP8 casts (for the output, for the input gradient) rather than casting the frozen
         weight at every call: one byte per weight each, the bf16 weight's size again, for the cast kernels' time
-        (about 20 ms of a 450 ms Llama-2-7B step on an H200, docs/benchmarks.md). The results are identical.
+        (a Llama-2-7B step on an H200: 438 -> 402 ms, docs/benchmarks.md). The results are identical.
 
         They are casts of the weight as it is now: caching again after changing it is the caller's part; loading
         a state dict into the layer or moving it (``.to``) drops them (``VLMModule`` caches from the start of
