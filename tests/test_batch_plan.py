@@ -130,7 +130,7 @@ def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny):
     assert PLAN_KEY not in module.on_before_batch_transfer(dict(batch), 0)
 
 
-def test_a_fit_with_a_datamodule_trains_planned_batches_without_lightnings_warning(tiny):
+def test_a_fit_with_a_datamodule_trains_planned_batches_without_lightnings_warning(tiny, tmp_path):
     """Through Lightning: the module's hook plans each training batch (the plan reaches training_step, moved by
     Lightning), and Lightning's note that the module's hook is used with a datamodule is not shown."""
     import warnings
@@ -149,7 +149,8 @@ def test_a_fit_with_a_datamodule_trains_planned_batches_without_lightnings_warni
     step = module.training_step
     module.training_step = lambda batch, batch_idx: seen.append(batch.get(PLAN_KEY)) or step(batch, batch_idx)
     trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        default_root_dir=tmp_path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         trainer.fit(module, datamodule=Data())
