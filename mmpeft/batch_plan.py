@@ -7,6 +7,7 @@ everything queued, then the GPU idles until the CPU has queued more. ``BatchPlan
 batch is still on the CPU (``VLMModule`` does it in ``on_before_batch_transfer``); the plan's integer positions
 travel to the device with the batch (``to``, which Lightning calls as it moves the batch), and the forward only
 gathers and scatters with them. The results equal the forward without a plan (tested, and on CPU no sync at all).
+What the plan does not cover still syncs: guards' sub-batches (their reference pass, replay rows), evaluation.
 
 Pure PyTorch.
 """
@@ -38,6 +39,7 @@ class BatchPlan:
             next label is supervised (``labels[b, t + 1] != IGNORE_INDEX``), row-major.
         targets: ``[K]`` int64, those labels.
         num_supervised: K.
+        has_labels: whether the plan was made with labels (without, K is 0 and the forward has no loss).
     """
 
     shape: tuple[int, int]
@@ -49,6 +51,7 @@ class BatchPlan:
     supervised_cols: torch.Tensor
     targets: torch.Tensor
     num_supervised: int
+    has_labels: bool
 
     @classmethod
     def build(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None,
@@ -76,7 +79,7 @@ class BatchPlan:
         image_rows, image_cols = (input_ids == image_token_id).nonzero(as_tuple=True)
         return cls(shape=(b, t), image_rows=image_rows, image_cols=image_cols,
                    num_tokens=int(attention_mask.sum()), layout=layout, supervised_rows=rows, supervised_cols=cols,
-                   targets=targets, num_supervised=int(rows.shape[0]))
+                   targets=targets, num_supervised=int(rows.shape[0]), has_labels=labels is not None)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> BatchPlan:
         """The same plan with its tensors on ``device``. Non-blocking by default (Lightning moves a batch's other
@@ -89,14 +92,26 @@ class BatchPlan:
                        supervised_rows=move(self.supervised_rows), supervised_cols=move(self.supervised_cols),
                        targets=move(self.targets))
 
-    def check_fits(self, input_ids: torch.Tensor, prefix_tokens: int) -> None:
-        """ValueError unless this plan was made for a batch of ``input_ids``' shape and an LLM input of
-        ``prefix_tokens`` soft prompt positions more (a plan made before a soft prompt was switched on or off no
-        longer fits)."""
+    def check_fits(self, input_ids: torch.Tensor, labels: torch.Tensor | None, pixel_values: torch.Tensor | None,
+                   image_tokens: int, prefix_tokens: int) -> None:
+        """ValueError unless this plan fits the forward's inputs, from shapes alone (no value read): ``input_ids``'
+        shape, labels given or not as planned, as many images (``image_tokens`` placeholders each) as planned
+        placeholder positions, and an LLM input of ``prefix_tokens`` soft prompt positions more (a plan made before
+        a soft prompt was switched on or off no longer fits). Values changed after planning (labels edited in
+        place) are not seen: plan the batch as the forward will get it."""
         b, t = input_ids.shape
         llm_input = (b, t + prefix_tokens)
+        images = 0 if pixel_values is None else pixel_values.shape[0]
+        why = None
         if (b, t) != self.shape or (self.layout is not None and llm_input != self.layout.shape):
             planned = "none" if self.layout is None else list(self.layout.shape)
-            raise ValueError(f"the batch plan was made for input_ids {list(self.shape)} and LLM input {planned}, but "
-                             f"the forward got input_ids {[b, t]} and LLM input {list(llm_input)}; build the plan "
-                             "with the model's plan_batch for this batch, as the model is now")
+            why = (f"it was made for input_ids {list(self.shape)} and LLM input {planned}, but the forward got "
+                   f"input_ids {[b, t]} and LLM input {list(llm_input)}")
+        elif (labels is not None) != self.has_labels:
+            why = f"it was made {'with' if self.has_labels else 'without'} labels, and the forward got the opposite"
+        elif images * image_tokens != self.image_rows.shape[0]:
+            why = (f"it holds {self.image_rows.shape[0]} image placeholder positions, and the forward got {images} "
+                   f"image(s) of {image_tokens} tokens")
+        if why is not None:
+            raise ValueError(f"the batch plan does not fit this forward: {why}; build the plan with the model's "
+                             "plan_batch for this batch, as the model is now")

@@ -78,12 +78,14 @@ class PackedLayout:
         out = packed.new_zeros(*self.shape, packed.shape[-1])
         return out.index_put((self.rows, self.cols), packed[0])
 
-    def mask_standin(self, device: torch.device) -> torch.Tensor:
-        """What the packed forward passes transformers as ``attention_mask``: a ``[1, 1, 1, 1]`` mask, which
-        transformers' mask builders return as it is (a 4D mask counts as prepared). Rows are separated by
-        ``cu_seqlens``, which ``varlen_attention`` reads; given a 2D mask instead, transformers looks for packed
-        rows in the position ids (a host sync) and builds an ``[N, N]`` mask the attention never reads."""
-        return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+    def attention_mask(self, attn_implementation: str, device: torch.device) -> torch.Tensor:
+        """What the packed forward passes transformers as ``attention_mask``. For ``VARLEN_ATTENTION``, which reads
+        the rows from ``cu_seqlens``, a ``[1, 1, 1, 1]`` stand-in: transformers returns a 4D mask as it is, where
+        an all-ones 2D mask costs a host sync (it asks whether every position is attended). Flash attention reads
+        a 4D mask as padding to remove, so it gets the all-ones ``[1, N]`` mask as before."""
+        if attn_implementation == VARLEN_ATTENTION:
+            return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=device)
+        return torch.ones_like(self.position_ids)
 
     def attention_kwargs(self) -> dict[str, object]:
         """The keyword arguments transformers passes down to every attention call (flash-attention names)."""
@@ -92,10 +94,11 @@ class PackedLayout:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device | str, non_blocking: bool = False) -> torch.Tensor:
-    """``tensor.to(device)``; ``non_blocking`` from the CPU to a GPU copies through pinned memory (torch's caching
+    """``tensor.to(device)``; ``non_blocking`` only to a GPU, and from the CPU through pinned memory (torch's caching
     host allocator), because a copy from pageable memory waits for everything queued on the device first."""
     device = torch.device(device)
-    if non_blocking and device.type == "cuda" and tensor.device.type == "cpu" and not tensor.is_pinned():
+    non_blocking = non_blocking and device.type == "cuda"  # a copy to the CPU is read at once: it must finish
+    if non_blocking and tensor.device.type == "cpu" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=non_blocking)
 

@@ -293,13 +293,14 @@ class VisionLanguageModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if plan is not None:
-            plan.check_fits(input_ids, self._prefix_tokens())
+            plan.check_fits(input_ids, labels, pixel_values, self.num_image_tokens, self._prefix_tokens())
         embeds = self.embed_inputs(input_ids, pixel_values, labels, plan)
         embeds, mask = self._with_prefix(embeds, attention_mask)
         if self.pack_sequences:
             layout = PackedLayout.from_attention_mask(mask) if plan is None or plan.layout is None else plan.layout
             packed = self.llm.decoder()(
-                inputs_embeds=layout.pack(embeds), attention_mask=layout.mask_standin(embeds.device),
+                inputs_embeds=layout.pack(embeds),
+                attention_mask=layout.attention_mask(self.llm.model.config._attn_implementation, embeds.device),
                 position_ids=layout.position_ids, use_cache=False, **layout.attention_kwargs(),
             ).last_hidden_state  # [1, N, Dl]
             hidden = layout.unpack(packed)  # [B, P+T, Dl], zeros at padding (the prompt is never padding)

@@ -65,10 +65,27 @@ def _train_step(vlm, batch, plan=None):
     return out, {n: p.grad.clone() for n, p in vlm.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize(("pack", "soft_prompt"), [(True, 0), (True, 3), (False, 0)])
-def test_planned_forward_equals_unplanned(tiny, pack, soft_prompt):
+def _left_padded(batch, pad_id):
+    """The same rows padded on the left, plus a row that is all padding (empty)."""
+    out = {k: v.clone() for k, v in batch.items() if k != "pixel_values"}
+    for i, n in enumerate(batch["attention_mask"].sum(1).tolist()):
+        for key in ("input_ids", "attention_mask", "labels"):
+            out[key][i] = batch[key][i].roll(batch[key].shape[1] - n)
+    empty = {"input_ids": torch.full_like(out["input_ids"][:1], pad_id),
+             "labels": torch.full_like(out["labels"][:1], -100),
+             "attention_mask": torch.zeros_like(out["attention_mask"][:1])}
+    out = {k: torch.cat([out[k], empty[k]]) for k in empty}
+    return {**out, "pixel_values": batch["pixel_values"]}
+
+
+@pytest.mark.parametrize(("pack", "soft_prompt", "padding"),
+                         [(True, 0, "right"), (True, 3, "right"), (False, 0, "right"), (True, 0, "left"),
+                          (True, 2, "left")])
+def test_planned_forward_equals_unplanned(tiny, pack, soft_prompt, padding):
     vlm = _vlm(tiny, pack_sequences=pack, soft_prompt_tokens=soft_prompt)
     batch = make_batch(vlm, ROWS)
+    if padding == "left":
+        batch = _left_padded(batch, vlm.llm.tokenizer.pad_token_id)
     out_a, grads_a = _train_step(vlm, batch)
     out_b, grads_b = _train_step(vlm, batch, vlm.plan_batch(**batch))
     assert out_b.num_supervised == out_a.num_supervised > 0
@@ -77,6 +94,16 @@ def test_planned_forward_equals_unplanned(tiny, pack, soft_prompt):
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 0
     for name in grads_a:
         torch.testing.assert_close(grads_b[name], grads_a[name], rtol=0, atol=0, msg=name)
+
+
+def test_planned_forward_without_labels_equals_unplanned(tiny):
+    vlm = _vlm(tiny, pack_sequences=True)
+    batch = make_batch(vlm, ROWS)
+    del batch["labels"]
+    with torch.no_grad():
+        a, b = vlm(**batch), vlm(**batch, plan=vlm.plan_batch(**batch))
+    assert a.loss is None and b.loss is None and b.num_supervised == 0
+    torch.testing.assert_close(b.hidden_states, a.hidden_states, rtol=0, atol=0)
 
 
 def test_planned_packed_training_step_reads_nothing_back(tiny, monkeypatch):
@@ -102,14 +129,20 @@ def test_plan_of_another_shape_or_prompt_state_is_refused(tiny):
     batch = make_batch(vlm, ROWS)
     plan = vlm.plan_batch(**batch)
     vlm.soft_prompt.enable_adapters(False)  # the LLM input is now 2 positions shorter than planned
-    with pytest.raises(ValueError, match=r"plan was made for input_ids \[4, \d+\] and LLM input \[4, \d+\]"):
+    with pytest.raises(ValueError, match=r"made for input_ids \[4, \d+\] and LLM input \[4, \d+\]"):
         vlm(**batch, plan=plan)
+    vlm.soft_prompt.enable_adapters(True)
     short = make_batch(vlm, ROWS[:2])
     with pytest.raises(ValueError, match="build the plan with the model's plan_batch"):
         vlm(**short, plan=plan)
+    unlabelled = {k: v for k, v in batch.items() if k != "labels"}
+    with pytest.raises(ValueError, match="made with labels, and the forward got the opposite"):
+        vlm(**unlabelled, plan=plan)  # would be a loss of 0 over no targets
+    with pytest.raises(ValueError, match=r"holds \d+ image placeholder positions, and the forward got 3 image"):
+        vlm(**{**batch, "pixel_values": batch["pixel_values"][:3]}, plan=plan)  # placeholders left unfilled
 
 
-def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny):
+def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny, monkeypatch):
     vlm = _vlm(tiny, pack_sequences=True)
     module = VLMModule(vlm)
     batch = make_batch(vlm, ROWS, image_flags=True)
@@ -124,7 +157,11 @@ def test_module_plans_training_batches_and_lightning_moves_the_plan(tiny):
     # the task loss: image rows only, so the text-only row's answer is not among the targets
     text_row = 1
     assert text_row not in plan.supervised_rows.tolist() and plan.num_supervised > 0
+    moved_to = []
+    to = BatchPlan.to
+    monkeypatch.setattr(BatchPlan, "to", lambda self, device, **kw: moved_to.append(str(device)) or to(self, device))
     moved = move_data_to_device(planned, torch.device("cpu"))
+    assert moved_to == ["cpu"], "Lightning moves the plan through BatchPlan.to"
     assert isinstance(moved[PLAN_KEY], BatchPlan) and moved[PLAN_KEY].layout.max_length == plan.layout.max_length
     Trainer.training = False  # validation batches are not planned
     assert PLAN_KEY not in module.on_before_batch_transfer(dict(batch), 0)
@@ -136,7 +173,9 @@ def test_a_fit_with_a_datamodule_trains_planned_batches_without_lightnings_warni
     import warnings
 
     import lightning as L
+    from lightning.pytorch.trainer.connectors import data_connector
 
+    data_connector.warning_cache.clear()  # Lightning says each message once per process
     vlm = _vlm(tiny, pack_sequences=True)
     batch = make_batch(vlm, ROWS, image_flags=True)
 

@@ -131,3 +131,12 @@ def test_unsupported_attention_variants_are_refused():
     cu = torch.tensor([0, 4], dtype=torch.int32)
     with pytest.raises(NotImplementedError, match="sliding_window"):
         varlen_attention(torch.nn.Module(), q, q, q, None, cu_seq_lens_q=cu, max_length_q=4, sliding_window=4096)
+
+
+def test_packed_calls_give_transformers_a_stand_in_mask_only_for_the_varlen_attention():
+    """``mmpeft_varlen`` reads rows from cu_seqlens: a [1, 1, 1, 1] mask (transformers passes a 4D mask on as it
+    is, no sync); flash attention would read a 4D mask as padding to remove, so it keeps the all-ones [1, N] mask."""
+    layout = PackedLayout.from_attention_mask(torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert layout.attention_mask(packing.VARLEN_ATTENTION, torch.device("cpu")).shape == (1, 1, 1, 1)
+    flash = layout.attention_mask("flash_attention_2", torch.device("cpu"))
+    assert flash.shape == (1, 5) and bool(flash.all())

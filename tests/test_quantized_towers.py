@@ -411,7 +411,7 @@ def test_fp8_cached_weight_casts_give_identical_results_eager_and_compiled():
     input gradients equal the uncached layer's, eager and in one compiled graph; loading weights or moving the layer
     drops the casts, which would otherwise be of the old weight."""
     from mmpeft.towers.fp8_linear import FrozenFloat8Linear
-    from mmpeft.towers.quantize import cache_fp8_weight_casts
+    from mmpeft.towers.quantize import cache_fp8_weight_casts, recast_stale_fp8_weights
 
     base = _mlp()
     model = nn.Sequential(*(FrozenFloat8Linear.from_linear(m, emulate=True) if isinstance(m, nn.Linear) else m
@@ -425,10 +425,20 @@ def test_fp8_cached_weight_casts_give_identical_results_eager_and_compiled():
         return out.detach(), x.grad.clone()
 
     expected = run(model)
-    assert cache_fp8_weight_casts(model, True) == 2 and all(m.weight_casts_cached for m in (model[0], model[2]))
+    assert len(cache_fp8_weight_casts(model, True)) == 2 and all(m.weight_casts_cached for m in (model[0], model[2]))
     assert "weight casts cached" in repr(model[0])
     for got in (run(model), run(torch.compile(model, fullgraph=True))):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+    original = model[0].weight.detach().clone()
+    with torch.no_grad():  # an edit the layer cannot see: the forward keeps using the cached casts
+        model[0].weight.data.mul_(2.0)
+    torch.testing.assert_close(run(model), expected, rtol=0, atol=0)
+    with torch.no_grad():  # one it sees: stale, cast again before the next step
+        model[0].weight.copy_(original)
+    assert model[0].weight_casts_stale() and recast_stale_fp8_weights([model[0], model[2]]) == 1
+    assert not model[0].weight_casts_stale()
+    torch.testing.assert_close(run(model), expected, rtol=0, atol=0)
 
     changed = {k: v + 1.0 if k.endswith("weight") else v for k, v in model.state_dict().items()}
     model.load_state_dict(changed)

@@ -111,6 +111,7 @@ class FrozenFloat8Linear(nn.Linear):
         self.emulate = emulate
         self._casts = rowwise_casts(emulate)
         self._cached: tuple[Any, Any] | None = None
+        self._cached_for: tuple[int, int, int] | None = None
         self.register_load_state_dict_post_hook(_drop_weight_casts)
 
     def cache_weight_casts(self, enabled: bool = True) -> None:
@@ -119,18 +120,28 @@ class FrozenFloat8Linear(nn.Linear):
         (a Llama-2-7B step on an H200: 438 -> 402 ms, docs/benchmarks.md). The results are identical.
 
         They are casts of the weight as it is now: caching again after changing it is the caller's part; loading
-        a state dict into the layer or moving it (``.to``) drops them (``VLMModule`` caches from the start of
-        training to its end). ``enabled=False`` drops them."""
+        a state dict into the layer or moving it (``.to``) drops them, and ``weight_casts_stale`` tells other
+        changes (``VLMModule`` caches from the start of a fit to its end and casts again a stale layer's weight
+        before each step). ``enabled=False`` drops them."""
         if not enabled:
             self._cached = None
             return
         with torch.no_grad():
             self._cached = (weight_cast_for_output(self._casts, self.weight),
                             weight_cast_for_grad_input(self._casts, self.weight))
+        self._cached_for = self._weight_identity()
 
     @property
     def weight_casts_cached(self) -> bool:
         return self._cached is not None
+
+    def weight_casts_stale(self) -> bool:
+        """Whether cached casts are of another weight than the layer's now: a new parameter, new storage, or an
+        in-place change autograd saw (``copy_`` under ``no_grad``). An edit through ``.data`` is not seen."""
+        return self._cached is not None and self._cached_for != self._weight_identity()
+
+    def _weight_identity(self) -> tuple[int, int, int]:
+        return id(self.weight), self.weight.data_ptr(), self.weight._version
 
     def _apply(self, fn, recurse=True):
         self._cached = None  # casts on the old device or of the old dtype

@@ -199,14 +199,23 @@ def quantization_scheme(module: nn.Module) -> str | None:
     return None
 
 
-def cache_fp8_weight_casts(module: nn.Module, enabled: bool) -> int:
-    """``FrozenFloat8Linear.cache_weight_casts(enabled)`` on every FP8 layer under ``module``; returns how many."""
+def cache_fp8_weight_casts(module: nn.Module, enabled: bool) -> list[nn.Module]:
+    """``FrozenFloat8Linear.cache_weight_casts(enabled)`` on every FP8 layer under ``module``; returns them."""
     from mmpeft.towers.fp8_linear import FrozenFloat8Linear
 
     layers = [m for m in module.modules() if isinstance(m, FrozenFloat8Linear)]
     for layer in layers:
         layer.cache_weight_casts(enabled)
-    return len(layers)
+    return layers
+
+
+def recast_stale_fp8_weights(layers: list[nn.Module]) -> int:
+    """Cast again the weights of those ``layers`` (from ``cache_fp8_weight_casts``) whose cached casts are stale
+    (``FrozenFloat8Linear.weight_casts_stale``); returns how many. Host-side checks only: no device sync."""
+    stale = [layer for layer in layers if layer.weight_casts_stale()]
+    for layer in stale:
+        layer.cache_weight_casts(True)
+    return len(stale)
 
 
 def check_shardable(module: nn.Module) -> None:
