@@ -111,7 +111,7 @@ class FrozenFloat8Linear(nn.Linear):
         self.emulate = emulate
         self._casts = rowwise_casts(emulate)
         self._cached: tuple[Any, Any] | None = None
-        self._cached_for: tuple[int, int, int] | None = None
+        self._cached_id, self._cached_ptr, self._cached_version = 0, 0, 0  # of the weight cast (ints, no reference)
         self.register_load_state_dict_post_hook(_drop_weight_casts)
 
     def cache_weight_casts(self, enabled: bool = True) -> None:
@@ -129,7 +129,8 @@ class FrozenFloat8Linear(nn.Linear):
         with torch.no_grad():
             self._cached = (weight_cast_for_output(self._casts, self.weight),
                             weight_cast_for_grad_input(self._casts, self.weight))
-        self._cached_for = self._weight_identity()
+        self._cached_id, self._cached_ptr, self._cached_version = (id(self.weight), self.weight.data_ptr(),
+                                                                   self.weight._version)
 
     @property
     def weight_casts_cached(self) -> bool:
@@ -138,10 +139,10 @@ class FrozenFloat8Linear(nn.Linear):
     def weight_casts_stale(self) -> bool:
         """Whether cached casts are of another weight than the layer's now: a new parameter, new storage, or an
         in-place change autograd saw (``copy_`` under ``no_grad``). An edit through ``.data`` is not seen."""
-        return self._cached is not None and self._cached_for != self._weight_identity()
-
-    def _weight_identity(self) -> tuple[int, int, int]:
-        return id(self.weight), self.weight.data_ptr(), self.weight._version
+        # no container built: this runs for every FP8 layer before each step (garbage-collector pressure)
+        weight = self.weight
+        return self._cached is not None and (id(weight) != self._cached_id or weight.data_ptr() != self._cached_ptr
+                                             or weight._version != self._cached_version)
 
     def _apply(self, fn, recurse=True):
         self._cached = None  # casts on the old device or of the old dtype
