@@ -24,6 +24,14 @@ from mmpeft.types import IGNORE_INDEX
 PLAN_KEY = "batch_plan"  # where VLMModule keeps a training batch's plan in the batch dict
 
 
+def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(rows, cols, targets)``, each ``[K]``: the positions ``(b, t)`` of ``labels [B, T]`` whose next label is
+    supervised (position t predicts ``labels[b, t + 1]``; ``IGNORE_INDEX`` is not), row-major, and those labels.
+    On a GPU, K is read back (one sync)."""
+    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    return rows, cols, labels[rows, cols + 1]
+
+
 @dataclass
 class BatchPlan:
     """Positions of one batch, for ``VisionLanguageModel.forward(..., plan=...)``.
@@ -37,8 +45,7 @@ class BatchPlan:
             positions included), or None for a model that does not pack.
         supervised_rows, supervised_cols: ``[K]`` int64 positions ``(b, t)`` of the hidden states ``[B, T]`` whose
             next label is supervised (``labels[b, t + 1] != IGNORE_INDEX``), row-major.
-        targets: ``[K]`` int64, those labels.
-        num_supervised: K.
+        targets: ``[K]`` int64, those labels (``num_supervised``: K).
         has_labels: whether the plan was made with labels (without, K is 0 and the forward has no loss).
     """
 
@@ -50,7 +57,6 @@ class BatchPlan:
     supervised_rows: torch.Tensor
     supervised_cols: torch.Tensor
     targets: torch.Tensor
-    num_supervised: int
     has_labels: bool
 
     @classmethod
@@ -71,15 +77,18 @@ class BatchPlan:
                 [attention_mask.new_ones(b, prefix_tokens), attention_mask], dim=1)
             layout = PackedLayout.from_attention_mask(mask)
         if labels is None:
-            selected = torch.zeros(b, max(t - 1, 0), dtype=torch.bool, device=input_ids.device)
+            rows = cols = targets = torch.zeros(0, dtype=torch.long, device=input_ids.device)
         else:
-            selected = labels[:, 1:] != IGNORE_INDEX  # position t predicts token t + 1
-        rows, cols = selected.nonzero(as_tuple=True)
-        targets = labels[rows, cols + 1] if labels is not None else rows.new_zeros(0)
+            rows, cols, targets = supervised_positions(labels)
         image_rows, image_cols = (input_ids == image_token_id).nonzero(as_tuple=True)
         return cls(shape=(b, t), image_rows=image_rows, image_cols=image_cols,
                    num_tokens=int(attention_mask.sum()), layout=layout, supervised_rows=rows, supervised_cols=cols,
-                   targets=targets, num_supervised=int(rows.shape[0]), has_labels=labels is not None)
+                   targets=targets, has_labels=labels is not None)
+
+    @property
+    def num_supervised(self) -> int:
+        """K, the supervised positions (a shape: known on the host)."""
+        return self.supervised_rows.shape[0]
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> BatchPlan:
         """The same plan with its tensors on ``device``. Non-blocking by default (Lightning moves a batch's other

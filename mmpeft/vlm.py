@@ -27,7 +27,7 @@ from mmpeft.adapters.inject import apply_adapter
 from mmpeft.adapters.soft_prompt import SoftPrompt
 from mmpeft.adapters.spec import AdapterSpec
 from mmpeft.allowed_classes import check_init_args, class_path, refuse_remote_code, resolve_class
-from mmpeft.batch_plan import BatchPlan
+from mmpeft.batch_plan import BatchPlan, supervised_positions
 from mmpeft.fingerprint import base_fingerprint
 from mmpeft.packing import PackedLayout, register_varlen_attention
 from mmpeft.projectors import MLPProjector, Projector
@@ -343,17 +343,13 @@ class VisionLanguageModel(nn.Module):
         known on the host (without it, K is read back from the device).
         """
         if plan is None:
-            targets = labels[:, 1:]  # position t predicts token t+1
-            selected = targets != IGNORE_INDEX  # [B, T-1]
-            n = int(selected.sum())
-            if n:
-                chosen, targets = hidden[:, :-1][selected], targets[selected]
+            rows, cols, targets = supervised_positions(labels)
         else:
-            n = plan.num_supervised
-            chosen, targets = hidden[plan.supervised_rows, plan.supervised_cols], plan.targets
+            rows, cols, targets = plan.supervised_rows, plan.supervised_cols, plan.targets
+        n = rows.shape[0]
         if n == 0:
             return hidden.sum() * 0.0, 0  # keeps the graph (and DDP's gradient structure) intact
-        logits = self.llm.head_logits(chosen)  # [K, V]
+        logits = self.llm.head_logits(hidden[rows, cols])  # [K, V]
         return F.cross_entropy(logits.float(), targets), n
 
     # ------------------------------------------------------------------ generation

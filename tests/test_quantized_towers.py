@@ -449,3 +449,44 @@ def test_fp8_cached_weight_casts_give_identical_results_eager_and_compiled():
     cache_fp8_weight_casts(model, True)
     cache_fp8_weight_casts(model, False)
     assert not model[0].weight_casts_cached
+
+
+def test_a_fit_keeps_fp8_casts_cached_from_its_start_to_its_end_even_when_it_fails(tiny, tmp_path):
+    """``VLMModule(cache_fp8_weights=True)`` (``mmpeft.callbacks.fp8_casts``): every FP8 layer is cached while the
+    steps run, a weight changed mid-fit is cast again before the next step, and the casts are dropped when the fit
+    ends, also when it raises."""
+    import lightning as L
+
+    from mmpeft.module import VLMModule
+    from mmpeft.towers.fp8_linear import FrozenFloat8Linear
+
+    vlm = VisionLanguageModel(build_vision(tiny), LLMTower(str(tiny.llm), quantize="fp8"),
+                              llm_adapter=AdapterSpec("lora", r=2, alpha=4))
+    layers = [m for m in vlm.modules() if isinstance(m, FrozenFloat8Linear)]
+    batch = make_batch(vlm, MIXED_ROWS, image_flags=True)
+    seen, module = [], VLMModule(vlm)
+    step = module.training_step
+
+    def spy(batch, batch_idx):
+        seen.append(all(m.weight_casts_cached and not m.weight_casts_stale() for m in layers))
+        if batch_idx == 0:
+            with torch.no_grad():
+                layers[0].weight.mul_(1.0)  # an in-place change the layer sees: stale until cast again
+        if batch_idx == 2:
+            raise RuntimeError("stop")
+        return step(batch, batch_idx)
+
+    module.training_step = spy
+
+    def fit(max_steps):
+        L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                  default_root_dir=tmp_path).fit(module, torch.utils.data.DataLoader([batch] * 3, batch_size=None))
+
+    fit(2)
+    assert layers and seen == [True, True], "cached at every step, the changed weight cast again"
+    assert not any(m.weight_casts_cached for m in layers), "dropped at the end of the fit"
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop"):
+        fit(3)
+    assert seen == [True, True, True] and not any(m.weight_casts_cached for m in layers), "dropped after a failure"
